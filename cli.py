@@ -1,0 +1,209 @@
+"""ct-denoise command line: parses arguments, calls one pipeline, prints.
+
+Exit codes (all commands):
+  0  success: every CT input was handled
+  1  partial failure: some files failed (each one is listed with its reason)
+  2  usage error: bad arguments or paths, unreadable config/model; nothing done
+  3  nothing to do: no CT image found in the input (or nothing matched)
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, BatchReport, UsageError
+
+app = typer.Typer(
+    help="Denoise CT DICOM with a NumPy convolutional autoencoder.\n\n"
+    "Exit codes: 0 done, 1 some files failed, 2 usage error, 3 nothing to do.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+@contextmanager
+def batch_progress(label: str):
+    """A Rich progress bar fed by the batch callbacks."""
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[last]}"), TimeRemainingColumn(), console=err)
+    task = None
+
+    def on_plan(total: int):
+        nonlocal task
+        task = progress.add_task(label, total=total, last="")
+
+    def on_outcome(outcome):
+        if task is not None:
+            progress.update(task, advance=1, last=outcome.status)
+
+    with progress:
+        yield on_plan, on_outcome
+
+
+def print_batch(report: BatchReport) -> int:
+    """Per-file problems, then the summary line; returns the exit code."""
+    for o in report.outcomes:
+        if o.status == "failed":
+            out.print(f"FAILED  {o.relpath}: {o.reason}", markup=False)
+        elif o.status == "ignored":
+            out.print(f"ignored {o.relpath}: {o.reason}", markup=False)
+    out.print(f"{report.summary()} -> {report.output}", markup=False)
+    if report.exit_code == EXIT_NOTHING:
+        err.print(f"nothing to do: no CT image found in {report.input}", markup=False)
+    return report.exit_code
+
+
+@app.command()
+def info(
+    path: Annotated[Path, typer.Argument(help="DICOM file or folder (scanned recursively).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+):
+    """List the CT series found (no patient identifiers) and the skipped files with reasons."""
+    from pipelines import info as job
+
+    try:
+        summary = job.run(path)
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        rows = [("series", "slices", "size", "pixel mm", "gap mm", "transfer syntax", "description")]
+        for row in summary["series"]:
+            px = "x".join(f"{v:.3g}" for v in row["pixel_spacing_mm"]) if row["pixel_spacing_mm"] else "-"
+            gap = f"{row['slice_spacing_mm']:.3g}" if row["slice_spacing_mm"] else "-"
+            rows.append((row["series"], str(row["slices"]), row["size"], px, gap,
+                         row["transfer_syntax"], row["description"] or "-"))
+        print_rows(rows)
+        for row in summary["series"]:
+            for warning in row["warnings"]:
+                out.print(f"warning: series {row['series']}: {warning}", markup=False)
+        for skipped in summary["skipped"]:
+            out.print(f"skipped {skipped['file']}: {skipped['reason']}", markup=False)
+        out.print(f"{len(summary['series'])} series, "
+                  f"{sum(r['slices'] for r in summary['series'])} slices, "
+                  f"{len(summary['skipped'])} files skipped", markup=False)
+    raise typer.Exit(EXIT_OK if summary["series"] else EXIT_NOTHING)
+
+
+@app.command()
+def noise(
+    input: Annotated[Path, typer.Argument(help="DICOM file or folder.")],
+    output: Annotated[Path, typer.Argument(help="Output folder (mirrors input paths).")],
+    sigma: Annotated[float | None, typer.Option(help="Gaussian noise sigma in HU.")] = None,
+    dose: Annotated[float | None, typer.Option(
+        help="Low-dose simulation: incident photons I0 per detector bin and view (e.g. 1e5).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (per file streams derive from it).")] = 0,
+    views: Annotated[int, typer.Option(help="Projection views for --dose.")] = 720,
+    clean_out: Annotated[Path | None, typer.Option(
+        help="With --dose: also write the clean reference (FBP of the noiseless sinogram) here.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
+    workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+):
+    """Write noisy copies of CT files as a derived DICOM series (Gaussian --sigma or low-dose --dose)."""
+    from pipelines import noise as job
+
+    codes = []
+    runs = [(output, False)] + ([(clean_out, True)] if clean_out is not None else [])
+    for target, clean in runs:
+        try:
+            with batch_progress("reference" if clean else "noise") as (on_plan, on_outcome):
+                report = job.run(input, target, sigma_hu=sigma, i0=dose, seed=seed, n_views=views,
+                                 clean=clean, force=force, workers=workers,
+                                 on_plan=on_plan, on_outcome=on_outcome)
+        except (UsageError, ValueError) as exc:
+            raise fail(str(exc)) from exc
+        codes.append(print_batch(report))
+    raise typer.Exit(max(codes))
+
+
+@app.command()
+def evaluate(
+    reference: Annotated[Path, typer.Argument(help="Reference (clean) DICOM file or folder.")],
+    test: Annotated[Path, typer.Argument(help="Test (noisy or denoised) DICOM file or folder.")],
+    match: Annotated[str, typer.Option(help="Pair files by: path (relative path), sop "
+                                       "(SourceImageSequence/SOP UID) or position.")] = "path",
+    window: Annotated[tuple[float, float], typer.Option(help="Metric window in HU, mapped to [0, 1].")] = (
+        -1000.0, 1000.0),
+    mask: Annotated[bool, typer.Option(
+        "--mask", help="Score only the body (exclude air outside the patient).")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON.")] = None,
+):
+    """PSNR, SSIM, RMSE (HU) and MSE per matched file and their mean."""
+    from pipelines import evaluate as job
+
+    try:
+        result = job.run(reference, test, match=match, window=window, mask=mask, json_out=json_out)
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    print_evaluation(result)
+    if not result.files:
+        raise fail(f"nothing matched between {reference} and {test} (match by {match})", EXIT_NOTHING)
+    raise typer.Exit(EXIT_PARTIAL if result.problems else EXIT_OK)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's inputs and outputs.")] = Path(
+        "demo_out"),
+):
+    """Run the main job on sample CT shipped with pydicom/pydicom-data and print the result."""
+    from pipelines import demo as job
+
+    result = job.run(out_dir)
+    out.print(f"sample CT: {result['inputs']}", markup=False)
+    out.print(f"noisy copies (sigma 50 HU): {result['noise'].summary()}", markup=False)
+    print_evaluation(result["noisy_vs_clean"])
+    raise typer.Exit(result["noise"].exit_code)
+
+
+def print_rows(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> None:
+    """Plain aligned columns (readable in logs and pipes, any terminal width)."""
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    for n, r in enumerate(rows):
+        cells = [c.rjust(w) if k in right else c.ljust(w)
+                 for k, (c, w) in enumerate(zip(r, widths, strict=True))]
+        out.print("  ".join(cells).rstrip(), markup=False)
+        if n == 0:
+            out.print("  ".join("-" * w for w in widths), markup=False)
+
+
+def print_evaluation(result) -> None:
+    low, high = result.window_hu
+    out.print(f"metrics in window {low:g}..{high:g} HU mapped to [0, 1], data_range 1"
+              + (", body mask" if result.masked else ""), markup=False)
+    rows = [("file", "PSNR dB", "SSIM", "RMSE HU", "MSE")]
+
+    def row(name, s):
+        rows.append((name, f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", f"{s['rmse_hu']:.1f}", f"{s['mse']:.3e}"))
+
+    for f in result.files:
+        row(f.test, f.scores)
+    if result.files:
+        row(f"mean of {len(result.files)} files", result.mean())
+    print_rows(rows, right=(1, 2, 3, 4))
+    for name in result.unmatched_test:
+        out.print(f"unmatched test file: {name}", markup=False)
+    if result.unmatched_reference:
+        out.print(f"{len(result.unmatched_reference)} reference file(s) had no test file", markup=False)
+    for line in result.problems:
+        out.print(f"FAILED  {line}", markup=False)
+
+
+if __name__ == "__main__":
+    app()

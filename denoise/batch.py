@@ -1,0 +1,206 @@
+"""Apply an HU -> HU operation to every CT file under a path, writing one
+derived series per input series that mirrors the input's relative paths.
+
+The rules every batch job follows:
+
+* inputs are never modified and nothing is written inside the input folder;
+* each output is written atomically (temp file + rename);
+* an output that exists and is *this operation's* result for *this source*
+  is kept (so an interrupted batch resumes), anything else at that path is
+  only replaced with ``force``;
+* one bad file is reported with a one-line reason and the batch goes on;
+* files are streamed one at a time (optionally in worker processes), never
+  loaded all at once.
+
+Exit codes (:attr:`BatchReport.exit_code`): 0 every CT file has its output,
+1 at least one file failed, 3 no CT image was found in the input.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from denoise.dicom.pixels import load_ct
+from denoise.dicom.scan import CTFile, ScanResult, SkipFile, inspect_file, scan
+from denoise.dicom.write import Derivation, derive_dataset, derived_sop_uid, output_path, write_atomic
+from denoise.text import one_line
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
+
+
+class Transform(Protocol):
+    """An operation on one file's frames: (frames, H, W) HU -> same shape HU."""
+
+    derivation: Derivation
+
+    def __call__(self, hu: np.ndarray, source: CTFile) -> np.ndarray: ...
+
+
+class TransformFactory(Protocol):
+    """Picklable recipe that builds a :class:`Transform` (once per worker)."""
+
+    def build(self) -> Transform: ...
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    relpath: str
+    status: str  # "written" | "exists" | "failed" | "ignored"
+    reason: str = ""
+
+
+@dataclass
+class BatchReport:
+    input: str
+    output: str
+    outcomes: list[FileOutcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def n_ct(self) -> int:
+        return sum(o.status in ("written", "exists", "failed") for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        if self.count("written") + self.count("exists") + self.count("failed") == 0:
+            return EXIT_NOTHING
+        return EXIT_PARTIAL if self.count("failed") else EXIT_OK
+
+    def summary(self) -> str:
+        return (f"{self.count('written')} written, {self.count('exists')} already done, "
+                f"{self.count('failed')} failed, {self.count('ignored')} ignored (not CT images)")
+
+
+class UsageError(ValueError):
+    """The request itself is wrong (bad paths); nothing was processed."""
+
+
+@dataclass(frozen=True)
+class FileJob:
+    source: CTFile
+    output: Path
+
+
+def check_paths(input_path: Path, output_root: Path) -> None:
+    """Refuse output locations that would write into (or over) the input."""
+    if not input_path.exists():
+        raise UsageError(f"{input_path}: no such file or folder")
+    src = input_path.resolve()
+    out = output_root.resolve()
+    if output_root.exists() and not output_root.is_dir():
+        raise UsageError(f"{output_root}: output must be a folder, not a file")
+    if src.is_dir() and (out == src or src in out.parents):
+        raise UsageError(f"{output_root}: output folder is inside the input folder {input_path}; "
+                         "choose a folder outside it")
+    if src.is_file() and out / src.name == src:
+        raise UsageError(f"{output_root}: writing there would overwrite the input file {input_path}")
+
+
+def plan(result: ScanResult, output_root: Path) -> tuple[list[FileJob], list[FileOutcome]]:
+    """One job per CT file; skipped inputs become outcomes straight away."""
+    jobs, outcomes = [], []
+    for skipped in result.skipped:
+        status = "failed" if skipped.bad else "ignored"
+        outcomes.append(FileOutcome(str(skipped.relpath), status, skipped.reason))
+    for series in result.series:
+        for ct in series.files:
+            try:
+                jobs.append(FileJob(ct, output_path(output_root, ct.relpath)))
+            except ValueError as exc:
+                outcomes.append(FileOutcome(str(ct.relpath), "failed", str(exc)))
+    return jobs, outcomes
+
+
+def is_done(job: FileJob, derivation: Derivation) -> bool:
+    """True if ``job.output`` is a complete, readable result of this
+    operation on this source (checked via its deterministic SOP UID)."""
+    if not job.output.is_file():
+        return False
+    try:
+        found = inspect_file(job.output, job.source.relpath)
+    except SkipFile:
+        return False
+    return found.sop_uid == derived_sop_uid(job.source.sop_uid, derivation)
+
+
+def process_file(job: FileJob, transform: Transform, *, force: bool) -> FileOutcome:
+    """Run one job; never raises for a problem with this file."""
+    rel = str(job.source.relpath)
+    try:
+        if job.output.exists() and not force:
+            if is_done(job, transform.derivation):
+                return FileOutcome(rel, "exists")
+            return FileOutcome(rel, "failed", f"output {job.output} exists and is not this "
+                               "operation's result; use --force to overwrite it")
+        image = load_ct(job.source.path)
+        hu = transform(image.hu, job.source)
+        if hu.shape != image.hu.shape:
+            raise ValueError(f"operation changed the image shape {image.hu.shape} -> {hu.shape}")
+        ds = derive_dataset(image.dataset, hu, image.rescales, transform.derivation)
+        write_atomic(ds, job.output)
+    except Exception as exc:  # batch boundary: report the file, keep going
+        return FileOutcome(rel, "failed", one_line(exc))
+    return FileOutcome(rel, "written")
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(factory: TransformFactory) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # N processes x 1 BLAS thread, no oversubscription
+    _WORKER["transform"] = factory.build()
+
+
+def _run_in_worker(job: FileJob, force: bool) -> FileOutcome:
+    return process_file(job, _WORKER["transform"], force=force)
+
+
+def execute(jobs: list[FileJob], factory: TransformFactory, *, force: bool,
+            workers: int) -> Iterator[FileOutcome]:
+    """Yield one outcome per job, in job order, using ``workers`` processes."""
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    if workers == 1 or len(jobs) <= 1:
+        transform = factory.build()
+        for job in jobs:
+            yield process_file(job, transform, force=force)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
+                             initializer=_init_worker, initargs=(factory,)) as pool:
+        yield from pool.map(_run_in_worker, jobs, [force] * len(jobs), chunksize=1)
+
+
+def run_batch(input_path: str | os.PathLike, output_root: str | os.PathLike,
+              factory: TransformFactory, *, force: bool = False, workers: int = 1,
+              on_outcome: Callable[[FileOutcome], None] | None = None,
+              on_plan: Callable[[int], None] | None = None) -> BatchReport:
+    """Scan ``input_path``, run the factory's transform on every CT file and
+    write derived DICOM under ``output_root``. See the module docstring."""
+    input_path, output_root = Path(input_path), Path(output_root)
+    check_paths(input_path, output_root)
+    result = scan(input_path)
+    jobs, outcomes = plan(result, output_root)
+    report = BatchReport(str(input_path), str(output_root))
+    if on_plan is not None:
+        on_plan(len(jobs))
+    for outcome in outcomes:
+        report.outcomes.append(outcome)
+    if jobs:
+        for outcome in execute(jobs, factory, force=force, workers=workers):
+            report.outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+    return report

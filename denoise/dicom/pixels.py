@@ -1,0 +1,135 @@
+"""Pixel data <-> Hounsfield units, exactly invertible.
+
+Reading uses pydicom's decoders and its rescale (``apply_rescale``); for
+Enhanced CT the slope/intercept come per frame from the functional groups.
+Writing inverts it: ``stored = round((HU - intercept) / slope)``, clipped to
+the range that BitsStored/PixelRepresentation allow, in the original dtype,
+so an unchanged image comes back bit-identical.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_rescale, get_decoder
+
+from denoise.dicom.geometry import functional_group, is_enhanced
+from denoise.text import one_line
+
+
+class PixelDataError(ValueError):
+    """Pixel data cannot be decoded or converted to HU (one-line reason)."""
+
+
+@dataclass
+class CTImage:
+    """A decoded CT file: its full dataset and its frames in HU."""
+
+    dataset: Dataset
+    hu: np.ndarray  # (frames, rows, cols) float32
+    rescales: list[tuple[float, float]]  # per frame (slope, intercept)
+
+
+def frame_rescales(ds: Dataset) -> list[tuple[float, float]]:
+    """(slope, intercept) per frame; raises ValueError when HU cannot be had."""
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    out = []
+    for k in range(n):
+        item = functional_group(ds, k, "PixelValueTransformationSequence") if is_enhanced(ds) else None
+        src = item if item is not None and "RescaleSlope" in item else ds
+        slope, intercept = src.get("RescaleSlope"), src.get("RescaleIntercept")
+        if slope is None or intercept is None or slope == "" or intercept == "":
+            raise ValueError("missing RescaleSlope/RescaleIntercept: cannot convert to HU")
+        try:
+            slope, intercept = float(slope), float(intercept)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"invalid rescale values ({slope!r}, {intercept!r})") from exc
+        if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+            raise ValueError(f"invalid rescale values (slope {slope}, intercept {intercept})")
+        out.append((slope, intercept))
+    return out
+
+
+def rescale_dataset(slope: float, intercept: float) -> Dataset:
+    """A minimal dataset carrying one frame's rescale, for ``apply_rescale``."""
+    item = Dataset()
+    item.RescaleSlope = slope
+    item.RescaleIntercept = intercept
+    return item
+
+
+def decoder_problem(ds: Dataset) -> str | None:
+    """Why this dataset's pixel data cannot be decoded here, or None."""
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if tsyntax is None or not tsyntax.is_compressed:
+        return None
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError:
+        return f"unsupported transfer syntax {tsyntax.name}"
+    if decoder.is_available:
+        return None
+    options = "; ".join(decoder.missing_dependencies) or "a pydicom pixel-data plugin"
+    return (f"no decoder for {tsyntax.name}: install one of: {options} "
+            "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg)")
+
+
+def stored_range(bits_stored: int, pixel_representation: int) -> tuple[int, int]:
+    """Inclusive range of stored values allowed by BitsStored/PixelRepresentation."""
+    if pixel_representation == 1:
+        return -(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1
+    return 0, (1 << bits_stored) - 1
+
+
+def stored_dtype(bits_allocated: int, pixel_representation: int) -> np.dtype:
+    return np.dtype(("u" if pixel_representation == 0 else "i") + str(bits_allocated // 8))
+
+
+def load_ct(path: str | Path) -> CTImage:
+    """Read a CT file fully and convert every frame to HU (float32)."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True)
+    except Exception as exc:  # pydicom raises many types on corrupt files
+        raise PixelDataError(f"unreadable DICOM ({one_line(exc)})") from exc
+    problem = decoder_problem(ds)
+    if problem:
+        raise PixelDataError(problem)
+    try:
+        rescales = frame_rescales(ds)
+    except ValueError as exc:
+        raise PixelDataError(str(exc)) from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stored = ds.pixel_array
+    except Exception as exc:  # decoders raise RuntimeError/ValueError/... on bad data
+        raise PixelDataError(f"cannot decode pixel data ({one_line(exc)})") from exc
+    n, rows, cols = len(rescales), int(ds.Rows), int(ds.Columns)
+    if stored.ndim not in (2, 3) or stored.size != n * rows * cols:
+        raise PixelDataError(f"pixel array shape {stored.shape} does not match "
+                             f"{n} frame(s) of {rows}x{cols}")
+    stored = stored.reshape(n, rows, cols)
+    hu = np.empty(stored.shape, dtype=np.float32)
+    for k, (slope, intercept) in enumerate(rescales):
+        hu[k] = apply_rescale(stored[k], rescale_dataset(slope, intercept))
+    return CTImage(dataset=ds, hu=hu, rescales=rescales)
+
+
+def hu_to_stored(hu: np.ndarray, ds: Dataset, rescales: list[tuple[float, float]]) -> np.ndarray:
+    """Invert the rescale frame by frame: round, clip to the stored range,
+    cast to the dataset's dtype. ``hu`` is (frames, rows, cols)."""
+    lo, hi = stored_range(int(ds.BitsStored), int(ds.PixelRepresentation))
+    dtype = stored_dtype(int(ds.BitsAllocated), int(ds.PixelRepresentation))
+    out = np.empty(hu.shape, dtype=dtype)
+    for k, (slope, intercept) in enumerate(rescales):
+        values = np.rint((hu[k].astype(np.float64) - intercept) / slope)
+        out[k] = np.clip(values, lo, hi)
+    return out

@@ -1,0 +1,399 @@
+"""Find CT slices under a path, group them into series and order them.
+
+Files are recognised by content, never by extension: a ``DICM`` marker after
+the 128-byte preamble, or (for preamble-less files) a header that parses into
+a dataset with DICOM identifying tags. Everything that is not a readable,
+decodable grayscale CT image is *skipped with a reason* instead of raising,
+so one bad file never stops a batch.
+
+Only headers are read here (pixel data is deferred), which keeps a scan of a
+large folder cheap; :mod:`denoise.dicom.pixels` decodes pixels on demand.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from denoise.dicom.geometry import frame_geometry, slice_normal
+from denoise.dicom.pixels import decoder_problem, frame_rescales
+from denoise.text import one_line
+
+CT_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+}
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+_PIXEL_TAG = 0x7FE00010
+# Tags that only a real DICOM header has; used to accept preamble-less files.
+_IDENTIFYING = ("SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID")
+
+
+@dataclass(frozen=True)
+class CTFile:
+    """One readable CT image file (single-frame, or multi-frame Enhanced CT)."""
+
+    path: Path  # absolute path of the file
+    relpath: PurePosixPath  # path relative to the scanned root (used for outputs)
+    series_uid: str
+    study_uid: str
+    sop_uid: str
+    n_frames: int
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float] | None  # (row, column) spacing in mm
+    position: float | None  # first frame's position along the slice normal, mm
+    instance_number: int | None
+    transfer_syntax: str  # pydicom keyword, e.g. "JPEGLosslessSV1"
+    series_description: str
+    body_part: str
+    series_number: int | None
+    frame_of_reference_uid: str
+    normal: tuple[float, float, float] | None
+    source_sop_uid: str = ""  # first SourceImageSequence reference (derived images)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that was not used, and why (one line, no patient data).
+
+    ``bad`` is True for files that should have been CT images but are broken
+    (truncated, undecodable, inconsistent): batch jobs count those as failures.
+    Files that are simply not CT images (other modalities, reports, DICOMDIR,
+    non-DICOM files) have ``bad`` False and are only listed.
+    """
+
+    relpath: PurePosixPath
+    reason: str
+    bad: bool = True
+
+
+@dataclass
+class Series:
+    """CT files sharing a SeriesInstanceUID, ordered along the slice normal."""
+
+    uid: str
+    files: list[CTFile]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_slices(self) -> int:
+        return sum(f.n_frames for f in self.files)
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        return sorted({(f.rows, f.columns) for f in self.files})
+
+    @property
+    def transfer_syntaxes(self) -> list[str]:
+        return sorted({f.transfer_syntax for f in self.files})
+
+    @property
+    def description(self) -> str:
+        first = self.files[0]
+        parts = [p for p in (first.body_part, first.series_description) if p]
+        return " / ".join(parts)
+
+    @property
+    def slice_spacing(self) -> float | None:
+        """Median distance between consecutive slice positions (mm)."""
+        pos = [f.position for f in self.files if f.position is not None]
+        if len(pos) < 2:
+            return None
+        return float(np.median(np.abs(np.diff(pos))))
+
+
+@dataclass
+class ScanResult:
+    root: Path
+    series: list[Series]
+    skipped: list[Skipped]
+
+    @property
+    def files(self) -> list[CTFile]:
+        return [f for s in self.series for f in s.files]
+
+
+class SkipFile(Exception):
+    """Raised inside inspection to skip a file with a one-line reason."""
+
+    def __init__(self, reason: str, *, bad: bool = True):
+        super().__init__(reason)
+        self.bad = bad
+
+
+def iter_files(root: Path) -> list[Path]:
+    """All regular files under ``root`` (or ``root`` itself), sorted, never
+    following directory symlinks (so symlink loops cannot hang a scan)."""
+    if root.is_file():
+        return [root]
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
+        dirnames.sort()
+        for name in sorted(filenames):
+            found.append(Path(dirpath) / name)
+    return found
+
+
+def relative_to_root(path: Path, root: Path) -> PurePosixPath:
+    if root.is_file():
+        return PurePosixPath(path.name)
+    return PurePosixPath(path.relative_to(root).as_posix())
+
+
+def read_header(path: Path) -> Dataset:
+    """Parse a file's header (pixel data deferred); raise SkipFile if the file
+    is empty, not DICOM, or its header cannot be read."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError as exc:
+        raise SkipFile(f"cannot read file ({exc.strerror or exc})") from exc
+    if size == 0:
+        raise SkipFile("empty file (0 bytes)")
+    has_marker = len(head) >= 132 and head[128:132] == b"DICM"
+    if not has_marker and not _looks_like_raw_dicom(head):
+        raise SkipFile("not a DICOM file (no DICM marker, no DICOM header)", bad=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, defer_size=1024, force=not has_marker)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as exc:
+        raise SkipFile(f"unreadable DICOM header ({one_line(exc)})") from exc
+    except OSError as exc:
+        raise SkipFile(f"cannot read file ({exc.strerror or exc})") from exc
+    if media_sop_class(ds) == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        raise SkipFile("DICOMDIR (media index, holds no image)", bad=False)
+    if not any(k in ds for k in _IDENTIFYING):
+        if not has_marker:
+            raise SkipFile("not a DICOM file (no DICM marker, no DICOM header)", bad=False)
+        if media_sop_class(ds) not in CT_SOP_CLASSES:
+            raise SkipFile("corrupt or truncated DICOM (no SOP class, no modality in the header)")
+    return ds
+
+
+def media_sop_class(ds: Dataset) -> str:
+    """SOPClassUID, else the file meta's MediaStorageSOPClassUID, else ''."""
+    meta = getattr(ds, "file_meta", None)
+    fallback = meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""
+    return str(ds.get("SOPClassUID", "") or fallback or "")
+
+
+def _looks_like_raw_dicom(head: bytes) -> bool:
+    """A preamble-less DICOM stream starts with a group 0002 or 0008 tag."""
+    if len(head) < 8:
+        return False
+    group_le = int.from_bytes(head[0:2], "little")
+    group_be = int.from_bytes(head[0:2], "big")
+    return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
+
+
+def inspect_file(path: Path, relpath: PurePosixPath) -> CTFile:
+    """Return the CT description of one file or raise SkipFile with a reason."""
+    ds = read_header(path)
+    sop_class = media_sop_class(ds)
+    modality = str(ds.get("Modality", "") or "")
+    if _PIXEL_TAG not in ds:
+        if sop_class in CT_SOP_CLASSES:
+            raise SkipFile("CT object without PixelData (file truncated or incomplete)")
+        raise SkipFile(f"non-image object ({_sop_name(sop_class, modality)}): no PixelData", bad=False)
+    if modality != "CT":
+        raise SkipFile(f"not CT (Modality {modality or 'missing'})", bad=False)
+    if sop_class not in CT_SOP_CLASSES:
+        raise SkipFile(f"unsupported SOP class for CT ({_sop_name(sop_class, modality)})")
+    _check_pixel_module(ds)
+    _check_rescale(ds)
+    _check_pixel_bytes(ds, path)
+    _check_decoder(ds)
+    return _describe(ds, path, relpath)
+
+
+def _sop_name(sop_class: str, modality: str) -> str:
+    if not sop_class:
+        return f"Modality {modality or 'missing'}, no SOP class"
+    name = pydicom.uid.UID(sop_class).name
+    return name if name != sop_class else f"SOP class {sop_class}"
+
+
+def _check_pixel_module(ds: Dataset) -> None:
+    pi = str(ds.get("PhotometricInterpretation", "") or "")
+    spp = ds.get("SamplesPerPixel", 1)
+    if pi not in ("MONOCHROME1", "MONOCHROME2") or spp != 1:
+        raise SkipFile(f"not a grayscale image (PhotometricInterpretation {pi or 'missing'}, "
+                       f"SamplesPerPixel {spp})")
+    for tag in ("Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation"):
+        if ds.get(tag) is None:
+            raise SkipFile(f"missing {tag}")
+    if ds.Rows < 1 or ds.Columns < 1:
+        raise SkipFile(f"invalid image size {ds.Rows}x{ds.Columns}")
+    if ds.BitsAllocated not in (8, 16) or not 1 <= ds.BitsStored <= ds.BitsAllocated:
+        raise SkipFile(f"unsupported bit depth (BitsAllocated {ds.BitsAllocated}, "
+                       f"BitsStored {ds.BitsStored})")
+    if ds.PixelRepresentation not in (0, 1):
+        raise SkipFile(f"invalid PixelRepresentation {ds.PixelRepresentation}")
+    if "ModalityLUTSequence" in ds:
+        raise SkipFile("non-linear Modality LUT Sequence is not supported (needs rescale slope/intercept)")
+
+
+def _check_rescale(ds: Dataset) -> None:
+    try:
+        frame_rescales(ds)
+    except ValueError as exc:
+        raise SkipFile(str(exc)) from exc
+
+
+def number_of_frames(ds: Dataset) -> int:
+    try:
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise SkipFile(f"invalid NumberOfFrames {ds.get('NumberOfFrames')!r}") from exc
+    if n < 1:
+        raise SkipFile(f"invalid NumberOfFrames {n}")
+    return n
+
+
+def _check_pixel_bytes(ds: Dataset, path: Path) -> None:
+    """For native (uncompressed) data, the PixelData length must match the
+    image size, and the file must hold all of it."""
+    raw = ds._dict.get(_PIXEL_TAG)  # deferred RawDataElement: length known, value not read
+    length = getattr(raw, "length", None)
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if length is None or length == 0xFFFFFFFF or (tsyntax is not None and tsyntax.is_compressed):
+        return
+    expected = ds.Rows * ds.Columns * number_of_frames(ds) * (ds.BitsAllocated // 8)
+    if length < expected:
+        raise SkipFile(f"PixelData has {length} bytes, expected {expected} "
+                       f"for {number_of_frames(ds)} frame(s) of {ds.Rows}x{ds.Columns}")
+    tell = getattr(raw, "value_tell", None)
+    if tell is not None and tell + length > path.stat().st_size:
+        raise SkipFile(f"truncated file: PixelData needs {tell + length} bytes, "
+                       f"file has {path.stat().st_size}")
+
+
+def _check_decoder(ds: Dataset) -> None:
+    problem = decoder_problem(ds)
+    if problem:
+        raise SkipFile(problem)
+
+
+def _describe(ds: Dataset, path: Path, relpath: PurePosixPath) -> CTFile:
+    geom = frame_geometry(ds)
+    normal = slice_normal(geom.orientation) if geom.orientation is not None else None
+    position = None
+    if normal is not None and geom.positions and geom.positions[0] is not None:
+        position = float(np.dot(geom.positions[0], normal))
+    instance = ds.get("InstanceNumber")
+    try:
+        instance_number = int(instance) if instance not in (None, "") else None
+    except (TypeError, ValueError):
+        instance_number = None
+    series_number = ds.get("SeriesNumber")
+    try:
+        series_number = int(series_number) if series_number not in (None, "") else None
+    except (TypeError, ValueError):
+        series_number = None
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    return CTFile(
+        path=path.resolve(),
+        relpath=relpath,
+        series_uid=str(ds.get("SeriesInstanceUID", "") or "") or f"(no series UID) {relpath.parent}",
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+        n_frames=number_of_frames(ds),
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        pixel_spacing=geom.pixel_spacing,
+        position=position,
+        instance_number=instance_number,
+        transfer_syntax=_syntax_label(tsyntax),
+        series_description=str(ds.get("SeriesDescription", "") or "").strip(),
+        body_part=str(ds.get("BodyPartExamined", "") or "").strip(),
+        series_number=series_number,
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
+        normal=tuple(float(v) for v in normal) if normal is not None else None,
+        source_sop_uid=_first_source_sop(ds),
+    )
+
+
+def _syntax_label(tsyntax) -> str:
+    if tsyntax is None:
+        return "ImplicitVRLittleEndian (no file meta)"
+    return tsyntax.keyword or str(tsyntax)
+
+
+def _first_source_sop(ds: Dataset) -> str:
+    seq = ds.get("SourceImageSequence")
+    if not seq:
+        return ""
+    return str(seq[0].get("ReferencedSOPInstanceUID", "") or "")
+
+
+def scan(path: str | os.PathLike) -> ScanResult:
+    """Scan a file or folder (recursively) for CT series.
+
+    Returns every readable CT file grouped into :class:`Series` (ordered along
+    the slice normal) and every other file as :class:`Skipped` with a reason.
+    Raises ``FileNotFoundError`` only when ``path`` itself does not exist.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    groups: dict[str, list[CTFile]] = defaultdict(list)
+    skipped: list[Skipped] = []
+    for file in iter_files(root):
+        rel = relative_to_root(file, root)
+        try:
+            ct = inspect_file(file, rel)
+        except SkipFile as exc:
+            skipped.append(Skipped(rel, str(exc), bad=exc.bad))
+            continue
+        groups[ct.series_uid].append(ct)
+    series = [order_series(uid, files) for uid, files in groups.items()]
+    series.sort(key=lambda s: str(s.files[0].relpath))
+    return ScanResult(root=root, series=series, skipped=skipped)
+
+
+def order_series(uid: str, files: list[CTFile]) -> Series:
+    """Order files by position along the slice normal, falling back to
+    InstanceNumber and then to file name; warn (never fail) on duplicate
+    positions and uneven spacing."""
+    notes: list[str] = []
+    by_name = sorted(files, key=lambda f: str(f.relpath))
+    if all(f.position is not None for f in files):
+        ordered = sorted(by_name, key=lambda f: f.position)
+        notes += _spacing_warnings([f.position for f in ordered])
+    elif all(f.instance_number is not None for f in files):
+        ordered = sorted(by_name, key=lambda f: f.instance_number)
+        if len(files) > 1:
+            notes.append("no slice positions: ordered by InstanceNumber")
+    else:
+        ordered = by_name
+        if len(files) > 1:
+            notes.append("no slice positions or instance numbers: ordered by file name")
+    return Series(uid=uid, files=ordered, warnings=notes)
+
+
+def _spacing_warnings(positions: list[float], *, tol_mm: float = 0.01) -> list[str]:
+    if len(positions) < 2:
+        return []
+    gaps = np.diff(np.asarray(positions, dtype=np.float64))
+    notes = []
+    n_dup = int(np.sum(gaps < tol_mm))
+    if n_dup:
+        notes.append(f"{n_dup} duplicate slice position(s)")
+    distinct = gaps[gaps >= tol_mm]
+    if distinct.size >= 2:
+        median = float(np.median(distinct))
+        if np.max(np.abs(distinct - median)) > max(tol_mm, 0.05 * median):
+            notes.append(f"uneven slice spacing ({distinct.min():.3g}..{distinct.max():.3g} mm)")
+    return notes

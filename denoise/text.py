@@ -1,0 +1,9 @@
+"""Small text helpers shared by error reporting."""
+
+from __future__ import annotations
+
+
+def one_line(exc: BaseException | str, limit: int = 160) -> str:
+    """An exception (or text) as one short line, for per-file error reports."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,40 @@
+"""Shared fixtures: synthetic DICOM folders, pydicom's sample CT, and the
+real CT series in ../shared/data/ct (tests that need it skip without it)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `import cli` and `tests.factory` from a checkout
+SHARED_CT = Path(os.environ.get("CT_DENOISE_SHARED", ROOT.parent / "shared")) / "data" / "ct"
+
+
+@pytest.fixture(scope="session")
+def shared_ct() -> Path:
+    """The real CT folder; skips the test when it is not on this machine."""
+    if not SHARED_CT.is_dir():
+        pytest.skip(f"real CT data not found at {SHARED_CT}")
+    return SHARED_CT
+
+
+@pytest.fixture
+def series_dir(tmp_path) -> Path:
+    """A folder with one synthetic 4-slice CT series."""
+    from tests.factory import write_series
+
+    write_series(tmp_path / "in" / "series1", 4)
+    return tmp_path / "in"
+
+
+@pytest.fixture
+def junk_dir(tmp_path):
+    """(folder, {relpath: expected reason word}) of good and bad files."""
+    from tests.factory import junk_folder
+
+    root = tmp_path / "junk"
+    return root, junk_folder(root)

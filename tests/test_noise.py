@@ -1,0 +1,67 @@
+"""Gaussian and low-dose (Poisson sinogram + FBP) noise."""
+
+import numpy as np
+import pytest
+
+from denoise.noise import add_gaussian, low_dose_pair
+from tests.factory import phantom_hu
+
+
+def test_gaussian_has_the_requested_sigma_and_is_seeded():
+    hu = np.zeros((256, 256), np.float32)
+    a = add_gaussian(hu, sigma_hu=50, rng=np.random.default_rng(1))
+    b = add_gaussian(hu, sigma_hu=50, rng=np.random.default_rng(1))
+    c = add_gaussian(hu, sigma_hu=50, rng=np.random.default_rng(2))
+    assert a.dtype == np.float32
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert abs(a.std() - 50) < 1.0 and abs(a.mean()) < 0.5
+
+
+def test_gaussian_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        add_gaussian(np.zeros(4), sigma_hu=-1, rng=np.random.default_rng())
+    with pytest.raises(TypeError, match="Generator"):
+        add_gaussian(np.zeros(4), sigma_hu=1, rng=0)
+
+
+def _pair(i0, seed=0, n=64):
+    hu = phantom_hu(n, n).astype(np.float32)
+    noisy, clean = low_dose_pair(hu, i0=i0, pixel_spacing_mm=5.0, rng=np.random.default_rng(seed),
+                                 n_views=96)
+    return hu, noisy, clean
+
+
+def test_low_dose_noise_scales_like_poisson():
+    hu, noisy_hi, clean = _pair(1e6)
+    _, noisy_lo, clean2 = _pair(1e4)
+    assert np.array_equal(clean, clean2)  # the reference does not depend on dose or seed
+    inner = np.hypot(*np.mgrid[-32:32, -32:32]) < 20
+    s_hi = np.std((noisy_hi - clean)[inner])
+    s_lo = np.std((noisy_lo - clean)[inner])
+    # 100x fewer photons -> ~10x the noise (sqrt of the count ratio)
+    assert 6 < s_lo / s_hi < 14
+    assert abs(np.mean((noisy_lo - clean)[inner])) < 0.2 * s_lo
+
+
+def test_low_dose_reference_is_close_to_the_input_and_keeps_padding():
+    hu, noisy, clean = _pair(1e5)
+    assert noisy.shape == clean.shape == hu.shape and noisy.dtype == np.float32
+    inner = np.hypot(*np.mgrid[-32:32, -32:32]) < 20
+    assert np.median(np.abs(clean - hu)[inner]) < 60  # FBP blurs edges, keeps values
+    corner = (0, 0)
+    assert clean[corner] == noisy[corner] == hu[corner] == -3024  # outside the FOV
+
+
+def test_low_dose_is_seeded_and_handles_non_square():
+    hu = phantom_hu(40, 56).astype(np.float32)
+    a = low_dose_pair(hu, i0=1e5, pixel_spacing_mm=1.0, rng=np.random.default_rng(3), n_views=60)
+    b = low_dose_pair(hu, i0=1e5, pixel_spacing_mm=1.0, rng=np.random.default_rng(3), n_views=60)
+    assert a[0].shape == (40, 56)
+    assert np.array_equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("kw", [{"i0": 0}, {"pixel_spacing_mm": -1}, {"n_views": 1}])
+def test_low_dose_rejects_bad_arguments(kw):
+    args = {"i0": 1e5, "pixel_spacing_mm": 1.0, "n_views": 30} | kw
+    with pytest.raises(ValueError):
+        low_dose_pair(np.zeros((8, 8)), rng=np.random.default_rng(), **args)
