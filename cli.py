@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, BatchReport, UsageError
@@ -28,11 +29,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -155,6 +156,39 @@ def evaluate(
     if not result.files:
         raise fail(f"nothing matched between {reference} and {test} (match by {match})", EXIT_NOTHING)
     raise typer.Exit(EXIT_PARTIAL if result.problems else EXIT_OK)
+
+
+manifest_app = typer.Typer(help="Build data-set manifests (files, SHA-256, series, patient split).",
+                           no_args_is_help=True)
+app.add_typer(manifest_app, name="manifest")
+
+
+@manifest_app.command("build")
+def manifest_build(
+    folders: Annotated[list[Path], typer.Argument(help="One or more folders of CT DICOM.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Manifest JSON to write, e.g. data_manifests/NAME.json")],
+    val: Annotated[float, typer.Option(help="Fraction of patients for validation.")] = 0.15,
+    test: Annotated[float, typer.Option(help="Fraction of patients for testing.")] = 0.15,
+    seed: Annotated[int, typer.Option(help="Seed of the patient shuffle.")] = 0,
+):
+    """Scan folders and write a manifest split into train/val/test by patient (never by slice)."""
+    from denoise.manifest import ManifestError, build_manifest, save_manifest
+
+    for folder in folders:
+        if not folder.is_dir():
+            raise fail(f"{folder}: not a folder")
+    try:
+        manifest = build_manifest(folders, out_path, val=val, test=test, seed=seed)
+    except (ManifestError, ValueError) as exc:
+        raise fail(str(exc), EXIT_NOTHING if isinstance(exc, ManifestError) else EXIT_USAGE) from exc
+    save_manifest(manifest, out_path)
+    counts = manifest["counts"]
+    out.print(f"{len(manifest['files'])} files in {len(manifest['series'])} series, split by "
+              f"{manifest['split_by']}: " + ", ".join(
+                  f"{s} {counts[s]['groups']} group(s)/{counts[s]['files']} files" for s in counts)
+              + f" -> {out_path}", markup=False)
+    for row in manifest["series"]:
+        out.print(f"  {row['split']:5s}  {row['n_slices']:4d} slices  {row['description']}", markup=False)
 
 
 @app.command()

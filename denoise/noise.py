@@ -13,6 +13,8 @@ Randomness is explicit: every function takes a ``numpy.random.Generator``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from skimage.transform import iradon, radon
 
@@ -47,6 +49,56 @@ def _fov(shape: tuple[int, int]) -> np.ndarray:
     return yy**2 + xx**2 <= (n // 2) ** 2
 
 
+@dataclass(frozen=True)
+class Projection:
+    """A slice's noiseless parallel-beam sinogram and what is needed to map
+    reconstructions back onto the slice (computed once, reused per dose)."""
+
+    line_integrals: np.ndarray  # (n, n_views) in units of mu*mm
+    theta: np.ndarray  # (n_views,) degrees
+    pixel_spacing_mm: float
+    background: np.ndarray  # (n, n) padded input HU, kept outside the field of view
+    fov: np.ndarray  # (n, n) bool
+    crop: tuple[int, int, int, int]  # top, left, rows, cols
+
+
+def project(hu: np.ndarray, *, pixel_spacing_mm: float, n_views: int = DEFAULT_VIEWS) -> Projection:
+    """HU slice -> attenuation -> noiseless sinogram (``radon``)."""
+    hu = np.asarray(hu, dtype=np.float32)
+    if hu.ndim != 2:
+        raise ValueError(f"low-dose simulation takes one 2-D slice, got shape {hu.shape}")
+    if not np.isfinite(pixel_spacing_mm) or pixel_spacing_mm <= 0:
+        raise ValueError(f"pixel_spacing_mm must be > 0, got {pixel_spacing_mm}")
+    if n_views < 2:
+        raise ValueError(f"n_views must be >= 2, got {n_views}")
+    rows, cols = hu.shape
+    n = max(rows, cols)
+    padded = np.full((n, n), -1000.0, dtype=np.float32)
+    top, left = (n - rows) // 2, (n - cols) // 2
+    padded[top:top + rows, left:left + cols] = hu
+    fov = _fov((n, n))
+    theta = np.linspace(0.0, 180.0, n_views, endpoint=False)
+    sino = radon(hu_to_mu(padded) * fov, theta, circle=True) * pixel_spacing_mm
+    return Projection(sino, theta, float(pixel_spacing_mm), padded, fov, (top, left, rows, cols))
+
+
+def noisy_line_integrals(proj: Projection, *, i0: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson counts for ``i0`` incident photons per bin and view, then -log."""
+    if not np.isfinite(i0) or i0 <= 0:
+        raise ValueError(f"i0 (incident photons) must be > 0, got {i0}")
+    counts = rng.poisson(i0 * np.exp(-proj.line_integrals))
+    return -np.log(np.maximum(counts, 1) / i0)
+
+
+def reconstruct(proj: Projection, line_integrals: np.ndarray) -> np.ndarray:
+    """Filtered back projection (ramp) -> HU, cropped to the input slice;
+    pixels outside the field of view keep the input's values."""
+    mu = iradon(line_integrals, proj.theta, circle=True, filter_name="ramp") / proj.pixel_spacing_mm
+    img = np.where(proj.fov, mu_to_hu(mu), proj.background)
+    top, left, rows, cols = proj.crop
+    return img[top:top + rows, left:left + cols].astype(np.float32)
+
+
 def low_dose_pair(hu: np.ndarray, *, i0: float, pixel_spacing_mm: float,
                   rng: np.random.Generator, n_views: int = DEFAULT_VIEWS) -> tuple[np.ndarray, np.ndarray]:
     """Simulate a low-dose acquisition of one 2-D slice.
@@ -54,7 +106,7 @@ def low_dose_pair(hu: np.ndarray, *, i0: float, pixel_spacing_mm: float,
     Parameters
     ----------
     hu : (H, W) array
-        The slice in HU (non-square slices are zero-padded with air to a square).
+        The slice in HU (non-square slices are padded with air to a square).
     i0 : float
         Incident photons per detector bin and view (e.g. 1e5; lower = noisier).
     pixel_spacing_mm : float
@@ -69,29 +121,8 @@ def low_dose_pair(hu: np.ndarray, *, i0: float, pixel_spacing_mm: float,
         FBP of the Poisson-noisy and of the noiseless sinogram. Pixels outside
         the reconstructed field of view keep their input values.
     """
-    hu = np.asarray(hu, dtype=np.float32)
-    if hu.ndim != 2:
-        raise ValueError(f"low_dose_pair takes one 2-D slice, got shape {hu.shape}")
     if not np.isfinite(i0) or i0 <= 0:
         raise ValueError(f"i0 (incident photons) must be > 0, got {i0}")
-    if not np.isfinite(pixel_spacing_mm) or pixel_spacing_mm <= 0:
-        raise ValueError(f"pixel_spacing_mm must be > 0, got {pixel_spacing_mm}")
-    if n_views < 2:
-        raise ValueError(f"n_views must be >= 2, got {n_views}")
-    rows, cols = hu.shape
-    n = max(rows, cols)
-    padded = np.full((n, n), -1000.0, dtype=np.float32)
-    top, left = (n - rows) // 2, (n - cols) // 2
-    padded[top:top + rows, left:left + cols] = hu
-    fov = _fov((n, n))
-    mu = hu_to_mu(padded) * fov
-    theta = np.linspace(0.0, 180.0, n_views, endpoint=False)
-    line_integrals = radon(mu, theta, circle=True) * pixel_spacing_mm
-    counts = rng.poisson(i0 * np.exp(-line_integrals))
-    noisy_integrals = -np.log(np.maximum(counts, 1) / i0)
-    recon = {}
-    for name, sino in (("noisy", noisy_integrals), ("clean", line_integrals)):
-        img = mu_to_hu(iradon(sino, theta, circle=True, filter_name="ramp") / pixel_spacing_mm)
-        img = np.where(fov, img, padded)[top:top + rows, left:left + cols]
-        recon[name] = img.astype(np.float32)
-    return recon["noisy"], recon["clean"]
+    proj = project(hu, pixel_spacing_mm=pixel_spacing_mm, n_views=n_views)
+    noisy = reconstruct(proj, noisy_line_integrals(proj, i0=i0, rng=rng))
+    return noisy, reconstruct(proj, proj.line_integrals)
