@@ -1,0 +1,11 @@
+"""Report renderers: HU arrays and metric rows in, PNG / GIF / HTML files out.
+Only strings the caller passes are drawn or written; no file metadata."""
+
+from denoise.report.curves import training_curves
+from denoise.report.display import posterize, shrink, to_display
+from denoise.report.gifs import ProgressFrame, progress_gif, scroll_gif
+from denoise.report.html_page import render_html
+from denoise.report.panels import panel, pick_zoom_box, save_png
+
+__all__ = ["ProgressFrame", "panel", "pick_zoom_box", "posterize", "progress_gif", "render_html", "save_png",
+           "scroll_gif", "shrink", "to_display", "training_curves"]
