@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from denoise.backend import DeviceError
 from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, BatchReport, UsageError
 
 app = typer.Typer(
@@ -189,6 +190,40 @@ def manifest_build(
               + f" -> {out_path}", markup=False)
     for row in manifest["series"]:
         out.print(f"  {row['split']:5s}  {row['n_slices']:4d} slices  {row['description']}", markup=False)
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option(help="Run config TOML, e.g. pipelines/configs/quick_chest.toml.")]
+    = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, logs, progress GIF).")] = Path(
+        "runs/run"),
+    epochs: Annotated[int | None, typer.Option(help="Override training.epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Override optimizer.lr.")] = None,
+    patch_size: Annotated[int | None, typer.Option(help="Override patches.size.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override patches.batch_size.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override training.seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or gpu (needs CuPy).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
+    = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+):
+    """Train the NumPy autoencoder on a manifest's training split (validated on its val split)."""
+    from denoise.config import ConfigError
+    from denoise.manifest import ManifestError
+    from denoise.nn import ModelFileError
+    from pipelines import train as train_job
+
+    given = {"training.epochs": epochs, "optimizer.lr": lr, "patches.size": patch_size,
+             "patches.batch_size": batch_size, "training.seed": seed, "training.device": device}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    try:
+        result = train_job.run(config, out_dir, overrides=overrides, resume=resume, show_progress=not quiet)
+    except (ConfigError, ManifestError, ModelFileError, train_job.RunFolderError, DeviceError) as exc:
+        raise fail(str(exc)) from exc
+    out.print(f"trained {result.epochs_done} epoch(s); best validation PSNR {result.best_val_psnr:.2f} dB"
+              + (" (stopped early)" if result.stopped_early else "") + f"; run folder {result.run_dir}",
+              markup=False)
 
 
 @app.command()

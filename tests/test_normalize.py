@@ -47,3 +47,23 @@ def test_serialises_to_plain_dict():
 
 def test_sigma_in_model_units():
     assert HUWindow(-1000, 1000).sigma_to_model(50) == pytest.approx(0.025)
+
+
+def test_apply_feeds_the_clipped_input_and_keeps_out_of_range_values():
+    from denoise.normalize import HUWindow
+
+    w = HUWindow(-1000.0, 1000.0, margin=0.25)
+    hu = np.array([[-3024.0, -1000.0, 40.0, 1400.0, 3071.0]], dtype=np.float32)
+    x = w.to_model(hu)
+    seen = []
+
+    def predict(c):
+        seen.append(c.copy())
+        return c - np.float32(0.01)  # "removes" 20 HU everywhere
+
+    out = w.to_hu(w.apply(predict, x))
+    assert seen[0].min() == pytest.approx(-0.25) and seen[0].max() == pytest.approx(1.25)
+    np.testing.assert_allclose(out, hu - 20.0, atol=1e-3)  # padding and metal keep their magnitude
+    assert HUWindow.from_dict(w.to_dict()) == w
+    with pytest.raises(ValueError, match="margin"):
+        HUWindow(margin=-1)

@@ -1,0 +1,92 @@
+"""Training patches: sampled from whole slices, mostly-air patches skipped,
+random flips/90-degree rotations, noise added on the fly. Vectorized over the
+batch (fancy indexing), never a Python loop over patches.
+
+All arrays are in model space (see :mod:`denoise.normalize`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BODY_HU = -500.0  # pixels above this count as "inside the patient" for patch selection
+_GRID = 8  # candidate patch corners lie on this grid (plus random jitter)
+
+
+@dataclass
+class PatchSource:
+    """Same-shaped slices to cut patches from.
+
+    ``targets`` (S, H, W) are the clean images; ``inputs`` (S, H, W), when
+    given, are pre-noised versions (low-dose realizations) cut at the same
+    places; otherwise the caller adds noise to the target patches.
+    """
+
+    targets: np.ndarray
+    inputs: np.ndarray | None
+    corners: np.ndarray  # (K, 3) int: slice index, row, col of acceptable patches
+    size: int
+
+    @classmethod
+    def build(cls, targets: np.ndarray, body: np.ndarray, *, size: int, min_body_fraction: float,
+              inputs: np.ndarray | None = None) -> PatchSource:
+        """Find every grid corner whose ``size`` x ``size`` patch is at least
+        ``min_body_fraction`` body (``body`` is a bool (S, H, W) mask)."""
+        s, h, w = targets.shape
+        if h < size or w < size:
+            raise ValueError(f"slices of {h}x{w} are smaller than the patch size {size}")
+        integral = np.zeros((s, h + 1, w + 1), dtype=np.int64)
+        integral[:, 1:, 1:] = body.cumsum(1).cumsum(2)
+        rows = np.arange(0, h - size + 1, _GRID)
+        cols = np.arange(0, w - size + 1, _GRID)
+        r, c = rows[:, None], cols[None, :]
+        counts = (integral[:, r + size, c + size] - integral[:, r, c + size]
+                  - integral[:, r + size, c] + integral[:, r, c])  # (S, R, C)
+        ok = counts >= min_body_fraction * size * size
+        si, ri, ci = np.nonzero(ok)
+        corners = np.stack([si, rows[ri], cols[ci]], axis=1)
+        return cls(targets, inputs, corners, size)
+
+    def __len__(self) -> int:
+        return len(self.corners)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        """``n`` patches (n, size, size) of targets (and of inputs if present)."""
+        if len(self.corners) == 0:
+            raise ValueError("no patch position has enough body; lower patches.min_body_fraction")
+        pick = self.corners[rng.integers(0, len(self.corners), size=n)]
+        h, w = self.targets.shape[1:]
+        jitter = rng.integers(0, _GRID, size=(n, 2))
+        r0 = np.minimum(pick[:, 1] + jitter[:, 0], h - self.size)
+        c0 = np.minimum(pick[:, 2] + jitter[:, 1], w - self.size)
+        offs = np.arange(self.size)
+        idx = (pick[:, 0, None, None], r0[:, None, None] + offs[None, :, None],
+               c0[:, None, None] + offs[None, None, :])
+        return self.targets[idx], (self.inputs[idx] if self.inputs is not None else None)
+
+
+def augment(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """Apply the same random dihedral transform (flip + 90-degree rotation)
+    to the n-th patch of every array in ``arrays`` (each (n, p, p))."""
+    n = arrays[0].shape[0]
+    code = rng.integers(0, 8, size=n)
+    out = [a.copy() for a in arrays]
+    for k in range(1, 8):  # loop over the 7 non-identity transforms, not over patches
+        sel = np.nonzero(code == k)[0]
+        if sel.size == 0:
+            continue
+        for a, o in zip(arrays, out, strict=True):
+            t = a[sel]
+            if k & 4:
+                t = t[:, :, ::-1]
+            o[sel] = np.rot90(t, k & 3, axes=(1, 2))
+    return out
+
+
+def gaussian_batch(clean: np.ndarray, sigma_range: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """Add white Gaussian noise with a per-patch sigma drawn uniformly from
+    ``sigma_range`` (model-space units) to clean patches (n, p, p)."""
+    sigma = rng.uniform(sigma_range[0], sigma_range[1], size=(clean.shape[0], 1, 1)).astype(np.float32)
+    return clean + sigma * rng.standard_normal(clean.shape, dtype=np.float32)

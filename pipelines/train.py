@@ -1,0 +1,280 @@
+"""Job: train the NumPy autoencoder (``ct-denoise train``).
+
+A run folder is self-describing and resumable::
+
+    RUN/config.toml            the resolved config (every default filled in)
+    RUN/log.csv, log.json      one row per epoch (loss, validation PSNR/SSIM, lr, speed)
+    RUN/checkpoints/last.*     weights + optimizer moments + step + RNG state, every epoch
+    RUN/checkpoints/best.*     the best validation PSNR so far
+    RUN/progress/epoch_*.npy   the fixed validation slice denoised after each epoch
+    RUN/progress.gif           noisy | denoised at epoch k | clean, per epoch
+    RUN/curves.png             loss and validation PSNR/SSIM per epoch
+
+Checkpoints and logs are written atomically, so a killed run never leaves a
+half-written file, and ``resume=True`` continues from ``checkpoints/last``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from denoise import metrics
+from denoise.atomic import atomic_path, write_json, write_text
+from denoise.backend import array_module, to_numpy
+from denoise.config import ConfigError, RunConfig, config_from_dict, load_config, to_toml
+from denoise.manifest import load_manifest, split_files
+from denoise.nn import SGD, Adam, ConvAutoencoder, clip_grad_norm, l1_loss, load_model, mse_loss, save_model
+from denoise.normalize import HUWindow
+from denoise.training_data import TrainingPatches, ValidationSet, load_slices, make_validation_set
+
+LOG_FIELDS = ("epoch", "step", "train_loss", "val_loss", "val_psnr", "val_ssim", "lr", "grad_norm",
+              "patches_per_s", "epoch_seconds")
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be used as asked (exists, or nothing to resume)."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    best_val_psnr: float
+    stopped_early: bool
+    log: list[dict]
+
+
+def learning_rate(step: int, total_steps: int, cfg) -> float:
+    """Linear warm-up to ``cfg.lr``, then cosine decay to ``cfg.min_lr`` (or constant)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    span = max(total_steps - cfg.warmup_steps, 1)
+    t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def make_optimizer(model: ConvAutoencoder, cfg):
+    if cfg.kind == "adam":
+        return Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_manifest(name: str) -> Path:
+    """A manifest path as written in a config: relative to the working folder,
+    else to the project checkout (configs name ``data_manifests/X.json``)."""
+    path = Path(name)
+    if path.is_absolute() or path.exists():
+        return path
+    return PROJECT_ROOT / path
+
+
+def resolve_config(config_path, run_dir: Path, overrides: dict, resume: bool) -> RunConfig:
+    saved = run_dir / "config.toml"
+    if resume:
+        if not (run_dir / "checkpoints" / "last.npz").is_file():
+            raise RunFolderError(f"{run_dir}: no checkpoint to resume (checkpoints/last.npz missing)")
+        return load_config(saved, overrides)
+    if (run_dir / "checkpoints").exists():
+        raise RunFolderError(f"{run_dir} already holds a run; use --resume to continue it "
+                             "or choose another --out")
+    if config_path is None:
+        raise ConfigError("--config is required for a new run")
+    return load_config(config_path, overrides)
+
+
+def validate_model(model: ConvAutoencoder, vset: ValidationSet, window: HUWindow,
+                   metric_window: tuple[float, float]) -> tuple[dict, list[np.ndarray]]:
+    """Mean PSNR/SSIM/MSE over the validation slices and the denoised slices (HU)."""
+    psnrs, ssims, losses, outputs = [], [], [], []
+    for noisy, clean in zip(vset.noisy, vset.clean, strict=True):
+        pred = window.apply(lambda c: to_numpy(model.predict(c[None, ..., None]))[0, ..., 0],
+                            window.to_model(noisy))
+        hu = window.to_hu(pred)
+        outputs.append(hu)
+        psnrs.append(metrics.psnr(clean, hu, window=metric_window))
+        ssims.append(metrics.ssim(clean, hu, window=metric_window))
+        losses.append(float(np.mean((pred - window.to_model(clean)) ** 2)))
+    return ({"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims)),
+             "val_loss": float(np.mean(losses))}, outputs)
+
+
+def write_log(run_dir: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(run_dir / "log.csv", buf.getvalue())
+    write_json(run_dir / "log.json", rows)
+
+
+def save_progress_frame(run_dir: Path, epoch: int, image: np.ndarray) -> None:
+    with atomic_path(run_dir / "progress" / f"epoch_{epoch:04d}.npy") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, image.astype(np.float16), allow_pickle=False)
+
+
+def render_progress(run_dir: Path, rows: list[dict], vset: ValidationSet, gif_index: int,
+                    cfg: RunConfig) -> None:
+    """Regenerate the progress GIF and the curves PNG from what is on disk."""
+    from denoise.report import ProgressFrame, progress_gif, training_curves
+
+    training_curves(rows, run_dir / "curves.png")
+    if not cfg.report.gif:
+        return
+    frames = []
+    for row in rows:
+        frame_path = run_dir / "progress" / f"epoch_{row['epoch']:04d}.npy"
+        if frame_path.is_file():
+            denoised = np.load(frame_path, allow_pickle=False).astype(np.float32)
+            frames.append(ProgressFrame(vset.noisy[gif_index], denoised, vset.clean[gif_index],
+                                        row["epoch"], row["train_loss"], row["val_psnr"], row["val_ssim"]))
+    if frames:
+        progress_gif(frames, run_dir / "progress.gif", window=cfg.report.display_window)
+
+
+def checkpoint_metadata(cfg: RunConfig, window: HUWindow, *, epoch: int, step: int, best: float,
+                        rng: np.random.Generator, val: dict) -> dict:
+    return {
+        "kind": "ct-denoise checkpoint",
+        "normalization": window.to_dict(),
+        "config": cfg.to_dict(),
+        "epoch": epoch,
+        "step": step,
+        "best_val_psnr": best,
+        "validation": val,
+        "rng_state": rng.bit_generator.state,
+    }
+
+
+def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, overrides: dict | None = None,
+        resume: bool = False, show_progress: bool = True, on_epoch=None) -> TrainResult:
+    """Train (or resume) a run; see the module docstring for what it writes."""
+    run_dir = Path(run_dir)
+    cfg = resolve_config(config_path, run_dir, overrides or {}, resume)
+    window = HUWindow(cfg.normalization.low, cfg.normalization.high, cfg.normalization.margin)
+    rng = np.random.default_rng(cfg.training.seed)
+
+    files = []
+    for manifest in cfg.data.manifests:
+        files += load_manifest(find_manifest(manifest), verify=cfg.data.verify_checksums)
+    train_files, val_files = split_files(files, "train"), split_files(files, "val")
+    if not train_files or not val_files:
+        raise ConfigError(f"the manifests {list(cfg.data.manifests)} need both train and val files")
+    train_slices = load_slices([f.path for f in train_files], limit=cfg.data.max_train_slices, rng=rng)
+    vset = make_validation_set(load_slices([f.path for f in val_files]), cfg.validation)
+    gif_index = len(vset.noisy) // 2
+
+    model = ConvAutoencoder(cfg.model, rng, device=cfg.training.device)
+    optimizer = make_optimizer(model, cfg.optimizer)
+    rows: list[dict] = []
+    start_epoch, step, best = 1, 0, -math.inf
+    if resume:
+        model, meta, opt_state = load_model(run_dir / "checkpoints" / "last", device=cfg.training.device)
+        optimizer = make_optimizer(model, cfg.optimizer)
+        if opt_state is not None:
+            optimizer.load_state_dict(opt_state)
+        rng.bit_generator.state = meta["rng_state"]
+        start_epoch, step, best = meta["epoch"] + 1, meta["step"], meta["best_val_psnr"]
+        rows = [r for r in json.loads((run_dir / "log.json").read_text()) if r["epoch"] <= meta["epoch"]]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.toml", to_toml(cfg.to_dict()))
+
+    patches = TrainingPatches(train_slices, window=window, noise=cfg.noise, patches=cfg.patches, rng=rng)
+    xp = array_module(cfg.training.device)
+    loss_fn = mse_loss if cfg.training.loss == "l2" else l1_loss
+    steps_per_epoch = cfg.patches.per_epoch // cfg.patches.batch_size
+    total_steps = steps_per_epoch * cfg.training.epochs
+    stale = epochs_since_best(rows)
+    stopped_early = False
+
+    progress = _progress(show_progress)
+    with progress:
+        for epoch in range(start_epoch, cfg.training.epochs + 1):
+            if epoch > start_epoch:  # the bank was just built for the first epoch
+                patches.new_epoch()
+            task = progress.add_task(f"epoch {epoch}/{cfg.training.epochs}", total=steps_per_epoch,
+                                     loss=float("nan"), speed=0.0)
+            t0, losses, norms = time.perf_counter(), [], []
+            for _ in range(steps_per_epoch):
+                noisy, clean = patches.batch()
+                noisy, clean = xp.asarray(noisy), xp.asarray(clean)
+                model.zero_grad()
+                loss, grad = loss_fn(model.forward(noisy), clean)
+                model.backward(grad)
+                grads = model.gradients()
+                norms.append(clip_grad_norm(grads, cfg.optimizer.grad_clip) if cfg.optimizer.grad_clip
+                             else float(math.sqrt(sum(float((g * g).sum()) for g in grads.values()))))
+                optimizer.lr = learning_rate(step, total_steps, cfg.optimizer)
+                optimizer.step(grads)
+                step += 1
+                losses.append(float(loss))
+                elapsed = time.perf_counter() - t0
+                progress.update(task, advance=1, loss=float(np.mean(losses[-20:])),
+                                speed=len(losses) * cfg.patches.batch_size / max(elapsed, 1e-9))
+            train_seconds = time.perf_counter() - t0
+            val, outputs = validate_model(model, vset, window, cfg.validation.window)
+            row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), **val,
+                   "lr": optimizer.lr, "grad_norm": float(np.mean(norms)),
+                   "patches_per_s": steps_per_epoch * cfg.patches.batch_size / train_seconds,
+                   "epoch_seconds": time.perf_counter() - t0}
+            rows.append(row)
+            improved = val["val_psnr"] > best
+            best = max(best, val["val_psnr"])
+            meta = checkpoint_metadata(cfg, window, epoch=epoch, step=step, best=best, rng=rng, val=val)
+            save_model(run_dir / "checkpoints" / "last", model, optimizer=optimizer, metadata=meta)
+            if improved:
+                save_model(run_dir / "checkpoints" / "best", model, metadata=meta)
+            save_progress_frame(run_dir, epoch, outputs[gif_index])
+            write_log(run_dir, rows)
+            render_progress(run_dir, rows, vset, gif_index, cfg)
+            progress.remove_task(task)
+            progress.console.print(
+                f"epoch {epoch}: loss {row['train_loss']:.3e}  val PSNR {val['val_psnr']:.2f} dB  "
+                f"SSIM {val['val_ssim']:.4f}  {row['patches_per_s']:.0f} patches/s"
+                + ("  (best)" if improved else ""), highlight=False)
+            if on_epoch is not None:
+                on_epoch(row)
+            stale = 0 if improved else stale + 1
+            if cfg.training.early_stopping and stale >= cfg.training.early_stopping:
+                stopped_early = True
+                break
+    return TrainResult(run_dir, rows[-1]["epoch"] if rows else 0, best, stopped_early, rows)
+
+
+def epochs_since_best(rows: list[dict]) -> int:
+    """Epochs logged after the (first) best validation PSNR."""
+    if not rows:
+        return 0
+    best = max(range(len(rows)), key=lambda i: rows[i]["val_psnr"])
+    return len(rows) - 1 - best
+
+
+def _progress(show: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.3e}"),
+                    TextColumn("{task.fields[speed]:.0f} patches/s"), TimeRemainingColumn(),
+                    console=Console(stderr=True, quiet=not show))
+
+
+def config_for(run_dir: str | os.PathLike) -> RunConfig:
+    """The resolved config saved in a run folder."""
+    import tomllib
+
+    return config_from_dict(tomllib.loads((Path(run_dir) / "config.toml").read_text()))

@@ -1,0 +1,160 @@
+"""Training pipeline: configs, patches, a tiny run through the CLI, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+from typer.testing import CliRunner
+
+import cli
+from denoise.config import ConfigError, load_config, to_toml
+from denoise.manifest import build_manifest, save_manifest
+from denoise.nn import load_model
+from denoise.normalize import HUWindow
+from denoise.patches import PatchSource, augment
+from pipelines import train as train_job
+from tests.factory import PATIENT_ID, PATIENT_NAME, write_series
+
+TINY = """
+name = "tiny"
+[data]
+manifests = ["{manifest}"]
+[patches]
+size = 16
+batch_size = 4
+per_epoch = 16
+min_body_fraction = 0.2
+[model]
+channels = [4, 8]
+[optimizer]
+lr = 1e-3
+warmup_steps = 2
+[training]
+epochs = {epochs}
+seed = 3
+[validation]
+max_slices = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    for p in range(4):
+        for path in write_series(root / "data" / f"p{p}", 3, rows=40, cols=40):
+            ds = pydicom.dcmread(path)
+            ds.PatientID = f"{PATIENT_ID}-{p}"
+            ds.save_as(path)
+    out = root / "data_manifests" / "tiny.json"
+    save_manifest(build_manifest([root / "data"], out, val=0.25, test=0.25, seed=0), out)
+    return out
+
+
+def write_config(tmp_path, manifest, epochs=2):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(manifest=manifest.as_posix(), epochs=epochs))
+    return path
+
+
+def test_shipped_configs_load_and_round_trip(tmp_path):
+    for name in ("quick_chest", "default_ct"):
+        cfg = load_config(cli.Path(cli.__file__).parent / "pipelines" / "configs" / f"{name}.toml")
+        again = tmp_path / f"{name}.toml"
+        again.write_text(to_toml(cfg.to_dict()))
+        assert load_config(again) == cfg
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[patches]\nsize = 4\n", "patches.size"),
+    ("[optimizer]\nlr = 'fast'\n", "optimizer.lr must be a number"),
+    ("[nonsense]\n", "unknown config section"),
+    ("[training]\nepoch = 3\n", "unknown key"),
+    ("[noise]\ngaussian_sigma_hu = [50, 5]\n", "noise.gaussian_sigma_hu"),
+    ("not toml = = 1", "invalid TOML"),
+])
+def test_bad_configs_name_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_patches_skip_air_and_augment_consistently():
+    hu = np.full((1, 64, 64), -1000.0, dtype=np.float32)
+    hu[0, :, :32] = 40.0  # left half is body
+    src = PatchSource.build(HUWindow().to_model(hu), hu > -500, size=16, min_body_fraction=0.9)
+    assert len(src) and (src.corners[:, 2] + 16 <= 32 + 8).all()
+    clean, _ = src.sample(200, np.random.default_rng(0))
+    assert clean.shape == (200, 16, 16) and (clean > 0.4).mean() > 0.85
+    a = np.random.default_rng(1).random((64, 8, 8))
+    out_a, out_b = augment([a, a + 1.0], np.random.default_rng(2))
+    np.testing.assert_array_equal(out_b, out_a + 1.0)  # same transform for input and target
+    assert not np.array_equal(out_a, a)
+    assert np.allclose(np.sort(out_a.reshape(64, -1)), np.sort(a.reshape(64, -1)))  # a permutation
+
+
+def test_learning_rate_schedule():
+    cfg = load_config.__globals__["OptimizerConfig"](lr=1e-3, min_lr=1e-5, warmup_steps=10)
+    lrs = [train_job.learning_rate(s, 110, cfg) for s in range(111)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert lrs[60] == pytest.approx(0.5 * (1e-3 + 1e-5)) and lrs[110] == pytest.approx(1e-5)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+
+
+def test_train_cli_writes_a_complete_run_and_resume_matches(tmp_path, tiny_manifest):
+    runner = CliRunner()
+    config = write_config(tmp_path, tiny_manifest, epochs=3)
+    full = runner.invoke(cli.app, ["train", "--config", str(config), "--out", str(tmp_path / "full"), "--quiet"])
+    assert full.exit_code == 0, full.output
+    assert "trained 3 epoch(s)" in full.output
+    run = tmp_path / "full"
+    for name in ("config.toml", "log.csv", "log.json", "progress.gif", "curves.png",
+                 "checkpoints/last.npz", "checkpoints/last.json", "checkpoints/best.npz"):
+        assert (run / name).is_file(), name
+    rows = json.loads((run / "log.json").read_text())
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["val_psnr"]) for r in rows)
+    assert load_config(run / "config.toml").training.seed == 3
+    for path in run.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert PATIENT_ID.encode() not in data and PATIENT_NAME.encode() not in data, path
+
+    # Interrupted after epoch 2 (as by a kill), then resumed: identical weights and optimizer state.
+    part = tmp_path / "part"
+
+    def interrupt(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_job.run(config, part, show_progress=False, on_epoch=interrupt)
+    again = runner.invoke(cli.app, ["train", "--config", str(config), "--out", str(part), "--quiet"])
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = runner.invoke(cli.app, ["train", "--out", str(part), "--resume", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "trained 3 epoch(s)" in resumed.output
+    a, meta_a, opt_a = load_model(run / "checkpoints" / "last")
+    b, meta_b, opt_b = load_model(part / "checkpoints" / "last")
+    assert meta_a["step"] == meta_b["step"] == 12
+    for (name, wa), wb in zip(a.parameters().items(), b.parameters().values(), strict=True):
+        np.testing.assert_array_equal(wa, wb, err_msg=name)
+    assert json.loads((part / "log.json").read_text())[-1]["val_psnr"] == rows[-1]["val_psnr"]
+    assert opt_a["step"] == opt_b["step"]
+
+
+def test_train_cli_bad_inputs(tmp_path, tiny_manifest):
+    runner = CliRunner()
+    nothing = runner.invoke(cli.app, ["train", "--out", str(tmp_path / "x"), "--resume"])
+    assert nothing.exit_code == 2 and "no checkpoint to resume" in nothing.output
+    no_config = runner.invoke(cli.app, ["train", "--out", str(tmp_path / "y")])
+    assert no_config.exit_code == 2 and "--config" in no_config.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[data]\nmanifests = ["{(tmp_path / "missing.json").as_posix()}"]\n')
+    missing = runner.invoke(cli.app, ["train", "--config", str(bad), "--out", str(tmp_path / "z")])
+    assert missing.exit_code == 2 and "missing.json" in missing.output
+    config = write_config(tmp_path, tiny_manifest)
+    neg = runner.invoke(cli.app, ["train", "--config", str(config), "--out", str(tmp_path / "w"), "--epochs", "0"])
+    assert neg.exit_code == 2 and "training.epochs" in neg.output
