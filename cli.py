@@ -135,6 +135,30 @@ def noise(
 
 
 @app.command()
+def denoise(
+    input: Annotated[Path, typer.Argument(help="DICOM file or folder (scanned recursively).")],
+    output: Annotated[Path, typer.Argument(help="Output folder (mirrors input paths; never inside INPUT).")],
+    model: Annotated[Path | None, typer.Option(help="Model file (.npz with its .json); default: bundled.")]
+    = None,
+    workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    force: Annotated[bool, typer.Option(help="Overwrite outputs that are not this model's result.")] = False,
+    tile: Annotated[int | None, typer.Option(help="Tiled inference with N x N tiles (bounds memory).")] = None,
+    overlap: Annotated[float, typer.Option(help="Tile overlap fraction, with --tile.")] = 0.25,
+    device: Annotated[str, typer.Option(help="cpu or gpu (needs CuPy).")] = "cpu",
+):
+    """Denoise CT DICOM with the NumPy autoencoder; writes one derived series per input series."""
+    from pipelines import denoise_folder as job
+
+    try:
+        with batch_progress("denoise") as (on_plan, on_outcome):
+            report = job.run(input, output, model_path=model, tile=tile, overlap=overlap, device=device,
+                             force=force, workers=workers, on_plan=on_plan, on_outcome=on_outcome)
+    except (UsageError, DeviceError) as exc:
+        raise fail(str(exc)) from exc
+    raise typer.Exit(print_batch(report))
+
+
+@app.command()
 def evaluate(
     reference: Annotated[Path, typer.Argument(help="Reference (clean) DICOM file or folder.")],
     test: Annotated[Path, typer.Argument(help="Test (noisy or denoised) DICOM file or folder.")],

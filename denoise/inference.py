@@ -1,0 +1,121 @@
+"""Denoise HU slices with a trained model: whole-slice (the model is fully
+convolutional) or tiled with overlap and Gaussian-weighted blending, which
+bounds memory on very large images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from denoise.backend import to_numpy
+from denoise.nn import ConvAutoencoder, ModelFileError, load_model
+from denoise.normalize import HUWindow
+
+BUNDLED_MODEL = Path(__file__).resolve().parent / "models" / "default_ct"
+# Whole-slice inference up to this many pixels (1024 x 1024); larger images are
+# tiled automatically so activations stay within a few hundred MB.
+MAX_WHOLE_PIXELS = 1024 * 1024
+AUTO_TILE = 512
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets covering [0, length) with tiles of ``tile``; the last
+    tile ends exactly at ``length``."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def blend_weights(tile: int) -> np.ndarray:
+    """A separable Gaussian bump (sigma = tile/4), so each pixel is decided
+    mostly by tiles where it lies near the centre, away from padded borders."""
+    x = np.arange(tile, dtype=np.float64) - (tile - 1) / 2
+    g = np.exp(-0.5 * (x / (tile / 4)) ** 2)
+    return np.maximum(np.outer(g, g), 1e-3).astype(np.float32)
+
+
+def tiled(predict, x: np.ndarray, *, tile: int, overlap: float, batch: int = 4) -> np.ndarray:
+    """Apply ``predict`` ((N, t, t, 1) -> same) over overlapping tiles of a
+    2-D array ``x`` and blend the tiles with Gaussian weights."""
+    if tile < 8:
+        raise ValueError(f"--tile must be >= 8 pixels, got {tile}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"--overlap must be in [0, 1), got {overlap}")
+    h, w = x.shape
+    th, tw = min(tile, h), min(tile, w)
+    stride_h = max(1, int(round(th * (1 - overlap))))
+    stride_w = max(1, int(round(tw * (1 - overlap))))
+    corners = [(r, c) for r in tile_starts(h, th, stride_h) for c in tile_starts(w, tw, stride_w)]
+    weight = blend_weights(max(th, tw))[:th, :tw]
+    acc = np.zeros((h, w), np.float32)
+    norm = np.zeros((h, w), np.float32)
+    for i in range(0, len(corners), batch):
+        group = corners[i:i + batch]
+        tiles = np.stack([x[r:r + th, c:c + tw] for r, c in group])[..., None]
+        out = to_numpy(predict(tiles))[..., 0]
+        for (r, c), t in zip(group, out, strict=True):
+            acc[r:r + th, c:c + tw] += t * weight
+            norm[r:r + th, c:c + tw] += weight
+    return acc / norm
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Denoiser:
+    """A loaded model and its HU normalization: HU in, HU out."""
+
+    model: ConvAutoencoder
+    window: HUWindow
+    metadata: dict
+    model_id: str  # "<name>@<sha256 prefix>" of the weights file
+    tile: int | None = None
+    overlap: float = 0.25
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, *, device: str = "cpu", tile: int | None = None,
+             overlap: float = 0.25) -> Denoiser:
+        """Load a model file (``None``: the bundled default model)."""
+        base = Path(path) if path is not None else BUNDLED_MODEL
+        npz = base if base.suffix == ".npz" else base.with_name(base.name + ".npz")
+        if path is None and not npz.is_file():
+            raise ModelFileError(f"{npz}: the bundled default model is not installed; pass --model")
+        model, metadata, _ = load_model(base, device=device)
+        try:
+            window = HUWindow.from_dict(metadata["normalization"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{npz}: metadata has no valid 'normalization' ({exc})") from exc
+        if tile is not None and tile < 8:
+            raise ValueError(f"--tile must be >= 8 pixels, got {tile}")
+        return cls(model, window, metadata, f"{npz.stem}@{file_sha256(npz)[:16]}", tile, overlap)
+
+    def __call__(self, hu: np.ndarray) -> np.ndarray:
+        """Denoise one (H, W) slice in HU; returns float32 HU."""
+        x = self.window.to_model(hu)
+        tile = self.tile
+        if tile is None and x.size > MAX_WHOLE_PIXELS:
+            tile = AUTO_TILE
+        if tile is not None and (tile < x.shape[0] or tile < x.shape[1]):
+            def predict(c):
+                return tiled(self.model.predict, c, tile=tile, overlap=self.overlap)
+        else:
+            def predict(c):
+                return to_numpy(self.model.predict(c[None, ..., None]))[0, ..., 0]
+        y = self.window.apply(predict, x)
+        return self.window.to_hu(y)
+
+    def frames(self, hu: np.ndarray) -> np.ndarray:
+        """Denoise a (frames, H, W) stack frame by frame."""
+        return np.stack([self(frame) for frame in hu])

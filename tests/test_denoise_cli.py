@@ -1,0 +1,106 @@
+"""`ct-denoise denoise`: model inference over files and folders, batch rules, tiling."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pydicom
+import pytest
+from typer.testing import CliRunner
+
+import cli
+from denoise.inference import Denoiser, tiled
+from denoise.nn import ConvAutoencoder, save_model
+from denoise.normalize import HUWindow
+from tests.factory import PATIENT_ID, phantom_hu
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    model = ConvAutoencoder({"channels": [4, 8]}, np.random.default_rng(0))
+    save_model(path, model, metadata={"normalization": HUWindow().to_dict(), "name": "tiny"})
+    return path
+
+
+def tree_digest(root):
+    return {p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_denoise_folder_writes_a_derived_series_and_resumes(tmp_path, series_dir, tiny_model):
+    before = tree_digest(series_dir)
+    out = tmp_path / "out"
+    result = runner.invoke(cli.app, ["denoise", str(series_dir), str(out), "--model", str(tiny_model)])
+    assert result.exit_code == 0, result.output
+    assert "4 written, 0 already done, 0 failed" in result.output
+    assert tree_digest(series_dir) == before  # inputs untouched
+    written = sorted((out / "series1").iterdir())
+    assert [p.name for p in written] == sorted(p.name for p in (series_dir / "series1").iterdir())
+    src = pydicom.dcmread(series_dir / "series1" / "IM_0000")
+    ds = [pydicom.dcmread(p) for p in written]
+    assert len({d.SeriesInstanceUID for d in ds}) == 1 and ds[0].SeriesInstanceUID != src.SeriesInstanceUID
+    assert ds[0].StudyInstanceUID == src.StudyInstanceUID and "DERIVED" in ds[0].ImageType
+    assert "tiny@" in ds[0].DerivationDescription
+    expected = Denoiser.load(tiny_model)(pydicom.pixels.apply_rescale(src.pixel_array, src).astype(np.float32))
+    got = pydicom.pixels.apply_rescale(ds[0].pixel_array, ds[0])
+    assert np.abs(got - np.round(expected)).max() <= 1  # stored as rounded integers
+
+    again = runner.invoke(cli.app, ["denoise", str(series_dir), str(out), "--model", str(tiny_model)])
+    assert again.exit_code == 0 and "0 written, 4 already done" in again.output
+    # A different tiling is a different operation: refused without --force, redone with it.
+    other = runner.invoke(cli.app, ["denoise", str(series_dir), str(out), "--model", str(tiny_model),
+                                    "--tile", "16"])
+    assert other.exit_code == 1 and "use --force" in other.output
+    forced = runner.invoke(cli.app, ["denoise", str(series_dir), str(out), "--model", str(tiny_model),
+                                     "--tile", "16", "--force"])
+    assert forced.exit_code == 0 and "4 written" in forced.output
+
+
+def test_denoise_junk_folder_reports_each_bad_file_and_goes_on(tmp_path, junk_dir, tiny_model):
+    root, expected = junk_dir
+    before = tree_digest(root)
+    result = runner.invoke(cli.app, ["denoise", str(root), str(tmp_path / "out"), "--model", str(tiny_model),
+                                     "--workers", "2"])
+    assert result.exit_code == 1, result.output
+    assert tree_digest(root) == before
+    for rel, word in expected.items():
+        if not word:  # a good CT file
+            assert (tmp_path / "out" / rel).is_file(), rel
+        else:
+            assert rel in result.output, rel
+    assert PATIENT_ID not in result.output
+
+
+def test_denoise_usage_errors(tmp_path, series_dir, tiny_model):
+    inside = runner.invoke(cli.app, ["denoise", str(series_dir), str(series_dir / "out"), "--model",
+                                     str(tiny_model)])
+    assert inside.exit_code == 2 and "inside the input" in inside.output
+    missing = runner.invoke(cli.app, ["denoise", str(series_dir), str(tmp_path / "o"), "--model",
+                                      str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "nope" in missing.output
+    bad_tile = runner.invoke(cli.app, ["denoise", str(series_dir), str(tmp_path / "o"), "--model",
+                                       str(tiny_model), "--tile", "2"])
+    assert bad_tile.exit_code == 2 and "--tile" in bad_tile.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = runner.invoke(cli.app, ["denoise", str(empty), str(tmp_path / "o"), "--model", str(tiny_model)])
+    assert nothing.exit_code == 3
+
+
+def test_tiled_matches_whole_slice(tiny_model):
+    d = Denoiser.load(tiny_model)
+    hu = phantom_hu(160, 160, seed=3) + np.random.default_rng(0).normal(0, 40, (160, 160)).astype(np.float32)
+    whole = d(hu)
+    d.tile, d.overlap = 64, 0.5
+    tiles = d(hu)
+    change = np.sqrt(np.mean((whole - hu) ** 2))
+    diff = np.sqrt(np.mean((tiles - whole) ** 2))
+    assert change > 1.0 and diff < 0.1 * change, (diff, change)
+    # A tile covering the whole image is exactly whole-slice inference.
+    x = HUWindow().to_model(hu)
+    np.testing.assert_allclose(tiled(d.model.predict, x, tile=160, overlap=0.25),
+                               d.model.predict(x[None, ..., None])[0, ..., 0], rtol=0, atol=1e-6)
