@@ -1,8 +1,9 @@
 """Architecture study: denoising quality per FLOP for candidate ConvAutoencoder configs.
 
 Trains each candidate for the same number of Adam steps on 64x64 patches of
-real CT (``ricord-chest/dicom``, training split; first run used ``rider-chest``) with Gaussian noise of sigma ~ U(5, 120) HU added on
-the fly, then reports PSNR on held-out slices of another patient (``ge-head``)
+real CT (``ricord-chest/dicom``, the training split; the recorded run used
+``rider-chest``) with Gaussian noise of sigma ~ U(5, 120) HU added on the fly,
+then reports PSNR on held-out slices of another patient (``ge-head``)
 at sigma 25/50/100 HU (window [-1000, 1000] HU -> [0, 1], clipped, data_range
 1), GFLOP per 512x512 slice and measured inference seconds.
 
