@@ -169,12 +169,22 @@ def evaluate(
     mask: Annotated[bool, typer.Option(
         "--mask", help="Score only the body (exclude air outside the patient).")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON.")] = None,
+    noisy: Annotated[Path | None, typer.Option(
+        help="The noisy inputs (file or folder) that TEST was made from; scored too, and fed to --baselines.")]
+    = None,
+    baselines: Annotated[str | None, typer.Option(
+        help="Comma-separated classical denoisers run on --noisy: nlm,tv,wavelet,bm3d (bm3d needs "
+        "pip install .[bm3d]).")] = None,
+    label: Annotated[str, typer.Option(help="Name of TEST in the comparison table.")] = "test",
 ):
-    """PSNR, SSIM, RMSE (HU) and MSE per matched file and their mean."""
+    """PSNR, SSIM, RMSE (HU) and MSE per matched file and their mean; with --noisy/--baselines one
+    table comparing TEST with the noisy input and classical denoisers."""
     from pipelines import evaluate as job
 
     try:
-        result = job.run(reference, test, match=match, window=window, mask=mask, json_out=json_out)
+        names = job.parse_baselines(baselines)
+        result = job.run(reference, test, match=match, window=window, mask=mask, json_out=json_out,
+                         noisy=noisy, baselines=names, test_label=label)
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
     print_evaluation(result)
@@ -250,6 +260,25 @@ def train(
               markup=False)
 
 
+@app.command("export-model")
+def export_model(
+    run_dir: Annotated[Path, typer.Argument(help="Training run folder (from `train --out`).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Model path stem, e.g. denoise/models/default_ct")],
+    checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
+):
+    """Export a run's checkpoint as a model file (.npz weights + .json metadata with provenance)."""
+    from denoise.nn import ModelFileError
+    from pipelines import export as job
+
+    if checkpoint not in ("best", "last"):
+        raise fail(f"--checkpoint must be best or last, got {checkpoint!r}")
+    try:
+        path = job.run(run_dir, out_path, checkpoint=checkpoint)
+    except (FileNotFoundError, ModelFileError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    out.print(f"model written: {path} (+ .json)", markup=False)
+
+
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's inputs and outputs.")] = Path(
@@ -296,6 +325,21 @@ def print_evaluation(result) -> None:
         out.print(f"{len(result.unmatched_reference)} reference file(s) had no test file", markup=False)
     for line in result.problems:
         out.print(f"FAILED  {line}", markup=False)
+    if len(result.methods) > 1:
+        print_methods(result.methods)
+    for note in result.notes:
+        out.print(f"note: {note}", markup=False)
+
+
+def print_methods(methods: dict) -> None:
+    """One table: mean metrics per method (test, noisy input, baselines)."""
+    out.print("", markup=False)
+    rows = [("method", "PSNR dB", "SSIM", "RMSE HU", "s/slice")]
+    for name, s in methods.items():
+        secs = s.get("seconds_per_slice")
+        rows.append((name, f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", f"{s['rmse_hu']:.1f}",
+                     "-" if secs is None else f"{secs:.2f}"))
+    print_rows(rows, right=(1, 2, 3, 4))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ data_range 1; nothing patient-identifying is reported.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +20,9 @@ from denoise import metrics
 from denoise.atomic import write_json
 from denoise.dicom.pixels import load_ct
 from denoise.dicom.scan import CTFile, ScanResult, scan
+
+TEST_LABEL = "test"
+NOISY_LABEL = "noisy input"
 
 MATCH_MODES = ("path", "sop", "position")
 METRIC_KEYS = ("psnr", "ssim", "rmse_hu", "mse")
@@ -39,6 +44,10 @@ class Evaluation:
     unmatched_reference: list[str] = field(default_factory=list)
     unmatched_test: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # one line per file that failed
+    methods: dict = field(default_factory=dict)  # method -> mean scores (+ seconds_per_slice), with --baselines
+    test_label: str = TEST_LABEL
+    sources: dict = field(default_factory=dict)  # reference/test/noisy roots, for the report
+    notes: list[str] = field(default_factory=list)
 
     def mean(self) -> dict:
         if not self.files:
@@ -57,6 +66,10 @@ class Evaluation:
             "unmatched_reference": self.unmatched_reference,
             "unmatched_test": self.unmatched_test,
             "problems": self.problems,
+            "test_label": self.test_label,
+            "methods": self.methods,
+            "sources": self.sources,
+            "notes": self.notes,
         }
 
 
@@ -111,17 +124,80 @@ def score_pair(ref: CTFile, test: CTFile, *, window, use_mask: bool) -> dict:
             if k in METRIC_KEYS}
 
 
+def parse_baselines(text: str | None) -> list[str]:
+    """``"nlm,tv"`` -> ["nlm", "tv"]; unknown names are a ValueError listing the valid ones."""
+    from denoise.baselines import BASELINES
+
+    names = [n.strip().lower() for n in (text or "").split(",") if n.strip()]
+    bad = [n for n in names if n not in BASELINES]
+    if bad:
+        raise ValueError(f"unknown baseline(s) {', '.join(bad)}; valid: {', '.join(BASELINES)}")
+    return list(dict.fromkeys(names))
+
+
+def compare_baselines(result: Evaluation, ref_scan: ScanResult, noisy_scan: ScanResult, names: list[str], *,
+                      match: str, use_mask: bool, on_step=None) -> None:
+    """Score the noisy input and each classical baseline run on it against the
+    reference (same pairs, window and mask); fills ``result.methods``."""
+    from denoise.baselines import BaselineUnavailable, run_baseline
+
+    pairs, _, _ = match_files(ref_scan, noisy_scan, match)
+    if not pairs:
+        result.notes.append("no noisy file matched the reference: no baselines run")
+        return
+    window = result.window_hu
+    sums: dict[str, list[dict]] = {NOISY_LABEL: []}
+    seconds: dict[str, float] = {}
+    unavailable: set[str] = set()
+    n_slices = 0
+    for ref_ct, noisy_ct in pairs:
+        try:
+            ref_hu, noisy_hu = load_ct(ref_ct.path).hu, load_ct(noisy_ct.path).hu
+            mask = metrics.body_mask(ref_hu) if use_mask else None
+            score = metrics.compare(ref_hu, noisy_hu, window=window, mask=mask)
+        except ValueError as exc:
+            result.problems.append(f"{noisy_ct.relpath}: {exc}")
+            continue
+        sums[NOISY_LABEL].append(score)
+        n_slices += len(noisy_hu)
+        for name in names:
+            if name in unavailable:
+                continue
+            t0 = time.perf_counter()
+            try:
+                out = np.stack([run_baseline(name, frame, window=window) for frame in noisy_hu])
+            except BaselineUnavailable as exc:
+                unavailable.add(name)
+                result.notes.append(f"{name} skipped: {exc}")
+                continue
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+            sums.setdefault(name, []).append(metrics.compare(ref_hu, out, window=window, mask=mask))
+            if on_step is not None:
+                on_step(name, str(noisy_ct.relpath))
+    for name, scores in sums.items():
+        if scores:
+            row = {k: float(np.mean([s[k] for s in scores])) for k in METRIC_KEYS}
+            if name in seconds:
+                row["seconds_per_slice"] = seconds[name] / max(n_slices, 1)
+            result.methods[name] = row
+
+
 def run(reference: str | os.PathLike, test: str | os.PathLike, *, match: str = "path",
         window: tuple[float, float] = metrics.DEFAULT_WINDOW, mask: bool = False,
-        json_out: str | os.PathLike | None = None, on_pair=None) -> Evaluation:
+        json_out: str | os.PathLike | None = None, on_pair=None, noisy: str | os.PathLike | None = None,
+        baselines: list[str] | None = None, test_label: str = TEST_LABEL, on_step=None) -> Evaluation:
     """Score every matched (reference, test) file pair; optionally write JSON."""
     low, high = float(window[0]), float(window[1])
     if not high > low:
         raise ValueError(f"--window needs low < high, got {low}..{high}")
+    if baselines and noisy is None:
+        raise ValueError("--baselines needs --noisy: the noisy inputs the baselines denoise")
     ref_scan, test_scan = scan(reference), scan(test)
     pairs, unmatched_ref, unmatched_test = match_files(ref_scan, test_scan, match)
     result = Evaluation(window_hu=(low, high), masked=mask, match=match,
-                        unmatched_reference=unmatched_ref, unmatched_test=unmatched_test)
+                        unmatched_reference=unmatched_ref, unmatched_test=unmatched_test, test_label=test_label)
+    result.sources = {k: str(Path(v).resolve()) for k, v in
+                      (("reference", reference), ("test", test), ("noisy", noisy)) if v is not None}
     for ref_ct, test_ct in pairs:
         try:
             scores = score_pair(ref_ct, test_ct, window=(low, high), use_mask=mask)
@@ -131,6 +207,11 @@ def run(reference: str | os.PathLike, test: str | os.PathLike, *, match: str = "
         result.files.append(FileScore(str(ref_ct.relpath), str(test_ct.relpath), scores))
         if on_pair is not None:
             on_pair(result.files[-1])
+    if result.files:
+        result.methods[test_label] = result.mean()
+    if noisy is not None:
+        compare_baselines(result, ref_scan, scan(noisy), list(baselines or []), match=match, use_mask=mask,
+                          on_step=on_step)
     if json_out is not None:
         write_json(json_out, result.to_dict())
     return result

@@ -38,3 +38,33 @@ def junk_dir(tmp_path):
 
     root = tmp_path / "junk"
     return root, junk_folder(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory):
+    """A manifest of 4 synthetic patients (3 slices of 40x40 each)."""
+    import pydicom
+
+    from denoise.manifest import build_manifest, save_manifest
+    from tests.factory import PATIENT_ID, write_series
+
+    root = tmp_path_factory.mktemp("train")
+    for p in range(4):
+        for path in write_series(root / "data" / f"p{p}", 3, rows=40, cols=40):
+            ds = pydicom.dcmread(path)
+            ds.PatientID = f"{PATIENT_ID}-{p}"
+            ds.save_as(path)
+    out = root / "data_manifests" / "tiny.json"
+    save_manifest(build_manifest([root / "data"], out, val=0.25, test=0.25, seed=0), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_manifest):
+    """A finished 1-epoch training run folder of a tiny model."""
+    from pipelines import train
+    from tests.factory import write_config
+
+    root = tmp_path_factory.mktemp("tinyrun")
+    train.run(write_config(root, tiny_manifest, epochs=1), root / "run", show_progress=False)
+    return root / "run"

@@ -207,3 +207,31 @@ def junk_folder(root: Path) -> dict[str, str]:
     save(dicomdir, root / "DICOMDIR")
     expected["DICOMDIR"] = "DICOMDIR"
     return expected
+
+
+TINY_CONFIG = """
+name = "tiny"
+[data]
+manifests = ["{manifest}"]
+[patches]
+size = 16
+batch_size = 4
+per_epoch = 16
+min_body_fraction = 0.2
+[model]
+channels = [4, 8]
+[optimizer]
+lr = 1e-3
+warmup_steps = 2
+[training]
+epochs = {epochs}
+seed = 3
+[validation]
+max_slices = 2
+"""
+
+
+def write_config(tmp_path, manifest, epochs=2):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_CONFIG.format(manifest=manifest.as_posix(), epochs=epochs))
+    return path

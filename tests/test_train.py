@@ -5,58 +5,16 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pydicom
 import pytest
 from typer.testing import CliRunner
 
 import cli
 from denoise.config import ConfigError, load_config, to_toml
-from denoise.manifest import build_manifest, save_manifest
 from denoise.nn import load_model
 from denoise.normalize import HUWindow
 from denoise.patches import PatchSource, augment
 from pipelines import train as train_job
-from tests.factory import PATIENT_ID, PATIENT_NAME, write_series
-
-TINY = """
-name = "tiny"
-[data]
-manifests = ["{manifest}"]
-[patches]
-size = 16
-batch_size = 4
-per_epoch = 16
-min_body_fraction = 0.2
-[model]
-channels = [4, 8]
-[optimizer]
-lr = 1e-3
-warmup_steps = 2
-[training]
-epochs = {epochs}
-seed = 3
-[validation]
-max_slices = 2
-"""
-
-
-@pytest.fixture(scope="module")
-def tiny_manifest(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    for p in range(4):
-        for path in write_series(root / "data" / f"p{p}", 3, rows=40, cols=40):
-            ds = pydicom.dcmread(path)
-            ds.PatientID = f"{PATIENT_ID}-{p}"
-            ds.save_as(path)
-    out = root / "data_manifests" / "tiny.json"
-    save_manifest(build_manifest([root / "data"], out, val=0.25, test=0.25, seed=0), out)
-    return out
-
-
-def write_config(tmp_path, manifest, epochs=2):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY.format(manifest=manifest.as_posix(), epochs=epochs))
-    return path
+from tests.factory import PATIENT_ID, PATIENT_NAME, write_config
 
 
 def test_shipped_configs_load_and_round_trip(tmp_path):

@@ -10,13 +10,12 @@ hyper-parameters and step, and the caller's ``metadata`` verbatim
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from denoise.atomic import atomic_path
 from denoise.backend import to_numpy
 from denoise.nn.model import ConvAutoencoder, validate_config
 from denoise.nn.optim import OPTIMIZERS
@@ -37,14 +36,8 @@ def model_paths(path) -> tuple[Path, Path]:
 
 def _atomic_write(path: Path, write) -> None:
     """Write via a temp file in the same folder + ``os.replace``: never a half file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def _spec(a) -> dict:
