@@ -91,7 +91,7 @@ def evaluate(sets, methods, denoiser, *, log=print) -> dict:
         results[set_name] = {}
         for cond, value in CONDITIONS:
             acc: dict[str, dict[str, list]] = {}
-            for k, (label, hu, spacing) in enumerate(slices):
+            for k, (_label, hu, spacing) in enumerate(slices):
                 noisy, clean = make_pair(hu, spacing, cond, value, seed=1000 * k + int(value) % 997)
                 outs = {"noisy": (noisy, 0.0)}
                 for m in methods:
