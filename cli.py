@@ -145,14 +145,21 @@ def denoise(
     tile: Annotated[int | None, typer.Option(help="Tiled inference with N x N tiles (bounds memory).")] = None,
     overlap: Annotated[float, typer.Option(help="Tile overlap fraction, with --tile.")] = 0.25,
     device: Annotated[str, typer.Option(help="cpu or gpu (needs CuPy).")] = "cpu",
+    scheduler: Annotated[str | None, typer.Option(
+        help="Distribute files over a Dask cluster at this address (tcp://HOST:PORT); needs .[dask].")] = None,
+    dask: Annotated[str | None, typer.Option(
+        help="'local': start a local Dask cluster of --workers processes for this run; needs .[dask].")] = None,
 ):
     """Denoise CT DICOM with the NumPy autoencoder; writes one derived series per input series."""
     from pipelines import denoise_folder as job
 
+    if dask is not None and dask != "local":
+        raise fail(f"--dask takes 'local' (a cluster on this machine); use --scheduler tcp://HOST:PORT, got {dask!r}")
     try:
         with batch_progress("denoise") as (on_plan, on_outcome):
             report = job.run(input, output, model_path=model, tile=tile, overlap=overlap, device=device,
-                             force=force, workers=workers, on_plan=on_plan, on_outcome=on_outcome)
+                             force=force, workers=workers, scheduler=dask or scheduler,
+                             on_plan=on_plan, on_outcome=on_outcome)
     except (UsageError, DeviceError) as exc:
         raise fail(str(exc)) from exc
     raise typer.Exit(print_batch(report))

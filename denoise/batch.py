@@ -167,11 +167,64 @@ def _run_in_worker(job: FileJob, force: bool) -> FileOutcome:
     return process_file(job, _WORKER["transform"], force=force)
 
 
+_DASK_CACHE: dict = {}
+
+
+def _run_on_dask_worker(factory: TransformFactory, job: FileJob, force: bool) -> FileOutcome:
+    """Dask task: the transform (the model) is built once per worker process and reused."""
+    transform = _DASK_CACHE.get(factory)
+    if transform is None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+        transform = _DASK_CACHE[factory] = factory.build()
+    return process_file(job, transform, force=force)
+
+
+def execute_dask(jobs: list[FileJob], factory: TransformFactory, *, force: bool, scheduler: str,
+                 workers: int) -> Iterator[FileOutcome]:
+    """Run the jobs on a ``dask.distributed`` cluster: ``scheduler`` is a
+    scheduler address (``tcp://host:port``) or ``"local"`` (a LocalCluster of
+    ``workers`` single-threaded processes). Outcomes come back in job order; a
+    task that dies on a worker becomes a failed outcome for its file."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise UsageError("Dask is not installed: pip install .[dask]") from exc
+    cluster = None
+    try:
+        if scheduler == "local":
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address=None)
+            client = Client(cluster)
+        else:
+            client = Client(scheduler, timeout=30)
+    except (OSError, TimeoutError, ValueError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise UsageError(f"cannot connect to the Dask scheduler {scheduler}: {one_line(exc)}") from exc
+    try:
+        futures = [client.submit(_run_on_dask_worker, factory, job, force, pure=False) for job in jobs]
+        for job, future in zip(jobs, futures, strict=True):
+            try:
+                yield future.result()
+            except Exception as exc:  # the task itself died (worker lost, unpicklable result...)
+                yield FileOutcome(str(job.source.relpath), "failed", f"on a Dask worker: {one_line(exc)}")
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def execute(jobs: list[FileJob], factory: TransformFactory, *, force: bool,
-            workers: int) -> Iterator[FileOutcome]:
-    """Yield one outcome per job, in job order, using ``workers`` processes."""
+            workers: int, scheduler: str | None = None) -> Iterator[FileOutcome]:
+    """Yield one outcome per job, in job order, using ``workers`` processes
+    (or a Dask cluster when ``scheduler`` is given)."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
+    if scheduler is not None:
+        yield from execute_dask(jobs, factory, force=force, scheduler=scheduler, workers=workers)
+        return
     if workers == 1 or len(jobs) <= 1:
         transform = factory.build()
         for job in jobs:
@@ -185,7 +238,7 @@ def execute(jobs: list[FileJob], factory: TransformFactory, *, force: bool,
 
 def run_batch(input_path: str | os.PathLike, output_root: str | os.PathLike,
               factory: TransformFactory, *, force: bool = False, workers: int = 1,
-              on_outcome: Callable[[FileOutcome], None] | None = None,
+              scheduler: str | None = None, on_outcome: Callable[[FileOutcome], None] | None = None,
               on_plan: Callable[[int], None] | None = None) -> BatchReport:
     """Scan ``input_path``, run the factory's transform on every CT file and
     write derived DICOM under ``output_root``. See the module docstring."""
@@ -199,7 +252,7 @@ def run_batch(input_path: str | os.PathLike, output_root: str | os.PathLike,
     for outcome in outcomes:
         report.outcomes.append(outcome)
     if jobs:
-        for outcome in execute(jobs, factory, force=force, workers=workers):
+        for outcome in execute(jobs, factory, force=force, workers=workers, scheduler=scheduler):
             report.outcomes.append(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)

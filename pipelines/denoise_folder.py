@@ -64,15 +64,15 @@ def check_job(job: DenoiseJob) -> None:
 
 
 def run(input_path, output_root, *, model_path=None, tile: int | None = None, overlap: float = 0.25,
-        device: str = "cpu", force: bool = False, workers: int = 1, on_outcome=None,
-        on_plan=None) -> BatchReport:
+        device: str = "cpu", force: bool = False, workers: int = 1, scheduler: str | None = None,
+        on_outcome=None, on_plan=None) -> BatchReport:
     """Denoise every CT file under ``input_path`` into ``output_root``."""
     if tile is not None and tile < 8:
         raise UsageError(f"--tile must be >= 8 pixels, got {tile}")
     if not 0 <= overlap < 1:
         raise UsageError(f"--overlap must be in [0, 1), got {overlap}")
     job = DenoiseJob(None if model_path is None else str(model_path), tile, overlap, device,
-                     threads=1 if workers > 1 else None)
+                     threads=1 if workers > 1 or scheduler else None)
     check_job(DenoiseJob(job.model_path, tile, overlap, device))
-    return run_batch(input_path, output_root, job, force=force, workers=workers,
+    return run_batch(input_path, output_root, job, force=force, workers=workers, scheduler=scheduler,
                      on_outcome=on_outcome, on_plan=on_plan)

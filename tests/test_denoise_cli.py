@@ -104,3 +104,52 @@ def test_tiled_matches_whole_slice(tiny_model):
     x = HUWindow().to_model(hu)
     np.testing.assert_allclose(tiled(d.model.predict, x, tile=160, overlap=0.25),
                                d.model.predict(x[None, ..., None])[0, ..., 0], rtol=0, atol=1e-6)
+
+
+def test_dask_local_cluster_matches_single_process(tmp_path, junk_dir, tiny_model):
+    pytest.importorskip("distributed")
+    root, expected = junk_dir
+    single = runner.invoke(cli.app, ["denoise", str(root), str(tmp_path / "one"), "--model", str(tiny_model)])
+    dask = runner.invoke(cli.app, ["denoise", str(root), str(tmp_path / "dask"), "--model", str(tiny_model),
+                                   "--dask", "local", "--workers", "2"])
+    assert dask.exit_code == single.exit_code == 1, dask.output
+    one, two = sorted((tmp_path / "one").rglob("*")), sorted((tmp_path / "dask").rglob("*"))
+    assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "dask") for p in two]
+    for a, b in zip(one, two, strict=True):  # identical results (only InstanceCreationTime may differ)
+        if a.is_file():
+            da, db = pydicom.dcmread(a), pydicom.dcmread(b)
+            assert da.SOPInstanceUID == db.SOPInstanceUID and da.SeriesInstanceUID == db.SeriesInstanceUID
+            np.testing.assert_array_equal(da.pixel_array, db.pixel_array)
+    summary = single.output.strip().splitlines()[-1].split(" -> ")[0]
+    assert summary in dask.output  # same counts; the bad files are reported by the same summary
+    for rel, word in expected.items():
+        if word:
+            assert rel in dask.output, rel
+    bad = runner.invoke(cli.app, ["denoise", str(root), str(tmp_path / "x"), "--model", str(tiny_model),
+                                  "--dask", "remote"])
+    assert bad.exit_code == 2 and "--scheduler" in bad.output
+
+
+def test_a_task_dying_on_a_dask_worker_is_reported(tmp_path, series_dir, tiny_model, monkeypatch):
+    pytest.importorskip("distributed")
+    from denoise import batch
+    from pipelines.denoise_folder import DenoiseJob
+
+    real = batch.process_file
+
+    def dies_on_one(job, transform, *, force):
+        if job.source.relpath.name == "IM_0002":
+            raise MemoryError("simulated worker failure")
+        return real(job, transform, force=force)
+
+    monkeypatch.setattr(batch, "process_file", dies_on_one)
+    from distributed import Client, LocalCluster
+
+    # In-process workers so the patched function is the one that runs.
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster):
+        report = batch.run_batch(series_dir, tmp_path / "out", DenoiseJob(str(tiny_model)),
+                                 scheduler=cluster.scheduler_address, workers=2)
+    failed = [o for o in report.outcomes if o.status == "failed"]
+    assert [o.relpath for o in failed] == ["series1/IM_0002"] and "simulated worker failure" in failed[0].reason
+    assert report.count("written") == 3 and report.exit_code == 1
