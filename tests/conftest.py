@@ -68,3 +68,17 @@ def tiny_run(tmp_path_factory, tiny_manifest):
     root = tmp_path_factory.mktemp("tinyrun")
     train.run(write_config(root, tiny_manifest, epochs=1), root / "run", show_progress=False)
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """A randomly initialised tiny model file (weights + JSON with normalization)."""
+    import numpy as np
+
+    from denoise.nn import ConvAutoencoder, save_model
+    from denoise.normalize import HUWindow
+
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    model = ConvAutoencoder({"channels": [4, 8]}, np.random.default_rng(0))
+    save_model(path, model, metadata={"normalization": HUWindow().to_dict(), "name": "tiny"})
+    return path

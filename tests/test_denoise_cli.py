@@ -11,19 +11,15 @@ from typer.testing import CliRunner
 
 import cli
 from denoise.inference import Denoiser, tiled
-from denoise.nn import ConvAutoencoder, save_model
 from denoise.normalize import HUWindow
 from tests.factory import PATIENT_ID, phantom_hu
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    model = ConvAutoencoder({"channels": [4, 8]}, np.random.default_rng(0))
-    save_model(path, model, metadata={"normalization": HUWindow().to_dict(), "name": "tiny"})
-    return path
+@pytest.fixture
+def tiny_model(tiny_model_path):
+    return tiny_model_path
 
 
 def tree_digest(root):
