@@ -287,6 +287,23 @@ def export_model(
 
 
 @app.command()
+def report(
+    source: Annotated[Path, typer.Argument(help="Training run folder and/or evaluation folder (evaluation.json).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for index.html and its images.")] = Path("report"),
+    window: Annotated[tuple[float, float] | None, typer.Option(
+        help="Display window in HU for the pictures (default -160 240, soft tissue).")] = None,
+):
+    """Assemble a self-contained HTML report: metric tables, progress GIF, before/after panels, scroll GIF."""
+    from pipelines import report as job
+
+    try:
+        html = job.run(source, out_dir, window=window)
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    out.print(f"report written: {html}", markup=False)
+
+
+@app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's inputs and outputs.")] = Path(
         "demo_out"),

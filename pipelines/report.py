@@ -1,0 +1,514 @@
+"""Job: a self-contained HTML report (``ct-denoise report``).
+
+``source`` is a training run folder (``config.toml``, ``log.json``,
+``progress.gif``, ``curves.png``, ``checkpoints/``; see ``pipelines/train.py``),
+an evaluation folder holding ``evaluation.json`` (``ct-denoise evaluate
+--json``), or a folder holding both. The report goes to ``out/index.html``
+with every picture embedded, and each picture is also written beside it::
+
+    OUT/index.html     tables, notes and every image below as data: URIs
+    OUT/panel_N.png    noisy | test | clean for up to 3 matched files, zoomed inset
+    OUT/scroll.gif     the matched series, noisy beside test
+    OUT/curves.png     copied from the run (or drawn from log.json)
+    OUT/progress.gif   copied from the run
+
+Pictures are drawn in a stated display window (default soft tissue). Only
+numbers, the caller's labels and paths relative to the evaluated folders are
+written: no DICOM attributes, no absolute source paths.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from denoise.atomic import atomic_path
+from denoise.text import one_line
+
+EVALUATION_JSON = "evaluation.json"
+DEFAULT_DISPLAY_WINDOW = (-160.0, 240.0)  # soft tissue
+MAX_PANELS = 3
+MAX_SCROLL_SLICES = 60
+PANEL_MAX_SIDE = 512  # larger slices are area-shrunk for the panels
+SCROLL_MAX_SIDE = 256
+_STALE = re.compile(r"panel_\d+\.png|scroll\.gif")  # outputs only this job writes
+
+
+class _Scrub:
+    """Replace known absolute paths in free text (notes, error messages) by
+    placeholders, so no source location reaches the report."""
+
+    def __init__(self):
+        self.pairs: list[tuple[str, str]] = []
+
+    def add(self, path, label: str) -> None:
+        if not path:
+            return
+        for form in {str(Path(path)), str(Path(path).absolute()), str(Path(path).resolve())}:
+            if len(form) > 1:
+                self.pairs.append((form, label))
+        self.pairs.sort(key=lambda p: -len(p[0]))
+
+    def __call__(self, text) -> str:
+        text = str(text)
+        for path, label in self.pairs:
+            text = text.replace(path, label)
+        return text
+
+
+def _num(value, fmt: str, unit: str = "") -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return format(value, fmt) + unit
+
+
+def _window_text(window) -> str:
+    return f"{float(window[0]):g}..{float(window[1]):g} HU"
+
+
+def _check_window(window) -> tuple[float, float]:
+    if window is None:
+        return DEFAULT_DISPLAY_WINDOW
+    try:
+        low, high = (float(v) for v in window)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"display window must be two numbers (low, high) in HU, got {window!r}") from exc
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"display window needs finite low < high, got ({low:g}, {high:g})")
+    return low, high
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """Copy atomically; nothing to do when ``dst`` is ``src`` (report written into the run folder)."""
+    if dst.exists() and dst.resolve() == src.resolve():
+        return
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _is_training_run(folder: Path) -> bool:
+    return folder.is_dir() and ((folder / "log.json").is_file() or (folder / "config.toml").is_file())
+
+
+def _evaluation_file(source: Path) -> Path | None:
+    if source.is_file():
+        return source if source.suffix.lower() == ".json" else None
+    path = source / EVALUATION_JSON
+    return path if path.is_file() else None
+
+
+def _load_evaluation(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the evaluation ({one_line(exc)})") from exc
+    try:
+        ok = isinstance(data, dict) and isinstance(data.get("files"), list)
+        _check_window(data["window_hu"] if ok else None)
+    except (KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path}: not an evaluation written by `ct-denoise evaluate --json`")
+    return data
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _methods_tables(ev: dict) -> list[dict]:
+    methods = ev.get("methods") or {}
+    if not methods and ev.get("mean"):
+        methods = {ev.get("test_label", "test"): ev["mean"]}
+    if not methods:
+        return []
+    fidelity, structure = [], []
+    for name, m in methods.items():
+        m = m if isinstance(m, dict) else {}
+        seconds = m.get("seconds_per_slice")
+        fidelity.append([str(name), _num(m.get("psnr"), ".2f"), _num(m.get("rmse_hu"), ".1f"),
+                         _num(m.get("mse"), ".3g"), "n/a" if seconds is None else _num(seconds, ".3g")])
+        structure.append([str(name), _num(m.get("ssim"), ".4f")])
+    return [
+        {"caption": "Mean over files: PSNR (higher is better), RMSE and MSE (lower is better)",
+         "columns": ["method", "PSNR (dB)", "RMSE (HU)", "MSE", "seconds per slice"], "rows": fidelity,
+         "highlight_best": {"column": "PSNR (dB)", "max": True}},
+        {"caption": "Mean over files: SSIM (higher is better)", "columns": ["method", "SSIM"], "rows": structure,
+         "highlight_best": {"column": "SSIM", "max": True}},
+    ]
+
+
+def _files_table(ev: dict) -> dict:
+    files = [f for f in ev["files"] if isinstance(f, dict)]
+    same = all(f.get("reference") == f.get("test") for f in files)
+    names = ["file"] if same else ["reference", "test"]
+    rows = []
+    for f in files:
+        label = [str(f.get("test", ""))] if same else [str(f.get("reference", "")), str(f.get("test", ""))]
+        rows.append(label + [_num(f.get("psnr"), ".2f"), _num(f.get("ssim"), ".4f"), _num(f.get("rmse_hu"), ".1f"),
+                             _num(f.get("mse"), ".3g")])
+    return {"caption": f"{ev.get('test_label', 'test')} against the reference, per file",
+            "columns": names + ["PSNR (dB)", "SSIM", "RMSE (HU)", "MSE"], "rows": rows}
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread through ``range(n)``, away from the very ends."""
+    k = min(k, n)
+    return sorted({min(n - 1, int((i + 0.5) * n / k)) for i in range(k)})
+
+
+def _first_frame(ct) -> np.ndarray:
+    from denoise.dicom import load_ct
+
+    return load_ct(ct.path).hu[0]
+
+
+def _pictures(ev: dict, out: Path, display: tuple[float, float], scrub: _Scrub,
+              notes: list[str]) -> tuple[list[dict], list[str]]:
+    """Panels and the scroll GIF; (images, names written). Anything missing or
+    unreadable becomes a note instead of an error."""
+    from denoise.dicom.scan import scan
+    from denoise.report import panel, pick_zoom_box, save_png, shrink
+    from pipelines.evaluate import match_files
+
+    sources = ev.get("sources") or {}
+    label = str(ev.get("test_label", "test"))
+    if not sources.get("reference") or not sources.get("test"):
+        notes.append("pictures skipped: the evaluation does not record its reference and test folders")
+        return [], []
+    gone = [k for k in ("reference", "test") if not Path(sources[k]).exists()]
+    if gone:
+        notes.append(f"pictures skipped: the {' and '.join(gone)} folder(s) recorded in the evaluation "
+                     "no longer exist")
+        return [], []
+    noisy_root = sources.get("noisy")
+    if noisy_root and not Path(noisy_root).exists():
+        notes.append("the noisy folder recorded in the evaluation no longer exists: "
+                     "panels without the noisy input, no scroll GIF")
+        noisy_root = None
+    elif not noisy_root:
+        notes.append("the evaluation has no noisy input (--noisy): panels without it, no scroll GIF")
+    match = str(ev.get("match", "path"))
+    try:
+        ref_scan = scan(sources["reference"])
+        pairs, _, _ = match_files(ref_scan, scan(sources["test"]), match)
+        noisy_of = {}
+        if noisy_root:
+            noisy_pairs, _, _ = match_files(ref_scan, scan(noisy_root), match)
+            noisy_of = {str(r.relpath): n for r, n in noisy_pairs}
+    except (OSError, ValueError) as exc:
+        notes.append(f"pictures skipped: {scrub(one_line(exc))}")
+        return [], []
+    by_name = {(str(r.relpath), str(t.relpath)): (r, t) for r, t in pairs}
+
+    images, written = [], []
+    files = [f for f in ev["files"] if isinstance(f, dict)]
+    for number, index in enumerate(_spread(len(files), MAX_PANELS), start=1):
+        entry = files[index]
+        name = str(entry.get("test", ""))
+        pair = by_name.get((str(entry.get("reference", "")), name))
+        if pair is None:
+            notes.append(f"panel for {name} skipped: the file no longer pairs with its reference")
+            continue
+        ref_ct, test_ct = pair
+        try:
+            clean, test = _first_frame(ref_ct), _first_frame(test_ct)
+            noisy_ct = noisy_of.get(str(ref_ct.relpath))
+            tiles = ([("noisy", _first_frame(noisy_ct))] if noisy_ct is not None else []) + [
+                (label, test), ("clean", clean)]
+            if len({t.shape for _, t in tiles}) != 1:
+                raise ValueError(f"slice sizes differ ({', '.join('x'.join(map(str, t.shape)) for _, t in tiles)})")
+            tiles = [(title, shrink(t, PANEL_MAX_SIDE)) for title, t in tiles]
+            clean_small = tiles[-1][1]
+            box = pick_zoom_box(clean_small, max(8, min(clean_small.shape) // 8))
+            header = (f"{label}: PSNR {_num(entry.get('psnr'), '.2f')} dB  SSIM {_num(entry.get('ssim'), '.4f')}"
+                      f"   (display {_window_text(display)})")
+            png = f"panel_{number}.png"
+            save_png(panel(tiles, window=display, zoom_box=box, zoom=3, header=header), out / png)
+        except (OSError, ValueError) as exc:
+            notes.append(f"panel for {name} skipped: {scrub(one_line(exc))}")
+            continue
+        written.append(png)
+        shown = " | ".join(title for title, _ in tiles)
+        images.append({"path": out / png,
+                       "caption": f"{name}: {shown}; orange box enlarged in the opposite corner"})
+
+    if noisy_root:
+        triples = sorted(((noisy_of[str(r.relpath)], t) for r, t in pairs if str(r.relpath) in noisy_of),
+                         key=lambda nt: str(nt[1].relpath))
+        caption = _scroll(triples, out / "scroll.gif", display, label, scrub, notes)
+        if caption:
+            written.append("scroll.gif")
+            images.append({"path": out / "scroll.gif", "caption": caption})
+    return images, written
+
+
+def _scroll(pairs, path: Path, display, label: str, scrub: _Scrub, notes: list[str]) -> str | None:
+    """Write the scroll GIF of (noisy, test) file pairs, already in display
+    order; return its caption, or None (with a note) when there is nothing."""
+    from denoise.report import scroll_gif, shrink
+
+    if not pairs:
+        notes.append("scroll GIF skipped: no test file matched a noisy file")
+        return None
+    shape, _ = Counter((t.rows, t.columns) for _, t in pairs).most_common(1)[0]
+    pairs = [(n, t) for n, t in pairs if (t.rows, t.columns) == shape == (n.rows, n.columns)]
+    total = len(pairs)
+    if total > MAX_SCROLL_SLICES:
+        keep = np.unique(np.linspace(0, total - 1, MAX_SCROLL_SLICES).round().astype(int))
+        pairs = [pairs[i] for i in keep]
+    noisy, test = [], []
+    for n, t in pairs:
+        try:
+            a, b = _first_frame(n), _first_frame(t)
+        except (OSError, ValueError) as exc:
+            notes.append(f"scroll GIF: {t.relpath} left out: {scrub(one_line(exc))}")
+            continue
+        if a.shape != b.shape:
+            notes.append(f"scroll GIF: {t.relpath} left out: its noisy slice has another size")
+            continue
+        noisy.append(shrink(a, SCROLL_MAX_SIDE))
+        test.append(shrink(b, SCROLL_MAX_SIDE))
+    if not noisy:
+        notes.append("scroll GIF skipped: no slice could be read")
+        return None
+    scroll_gif(np.stack(noisy), np.stack(test), path, window=display, max_side=None)
+    subsampled = f", evenly chosen from {total}" if total > len(pairs) else ""
+    return (f"scroll through {len(noisy)} slice(s){subsampled}, sorted by test file path "
+            f"({shape[0]}x{shape[1]} files): noisy (left) beside {label} (right, titled \"denoised\")")
+
+
+def _evaluation_sections(ev: dict, out: Path, display, display_given: bool, scrub: _Scrub) -> tuple[list, list]:
+    label = str(ev.get("test_label", "test"))
+    low, high = ev["window_hu"]
+    n = ev.get("n_matched", len(ev["files"]))
+    text = (f"{label} scored against the reference on {n} matched file(s), paired by {ev.get('match', 'path')}.\n"
+            f"Metrics use the HU window {_window_text((low, high))}, mapped to [0, 1] "
+            f"(data range {_num(ev.get('data_range', 1.0), 'g')}); "
+            f"{'body only (mask)' if ev.get('body_mask') else 'whole image'}. "
+            "The best value in each table is highlighted.")
+    sections = [{"heading": "Evaluation", "text": text, "tables": _methods_tables(ev)}]
+
+    notes: list[str] = []
+    images, written = _pictures(ev, out, display, scrub, notes)
+    picture_text = (f"Pictures use the display window {_window_text(display)} "
+                    f"({'as requested' if display_given else 'soft tissue, the default'}); "
+                    "the metrics above use the metric window. The first frame of each file is shown.")
+    sections.append({"heading": "Before and after", "text": picture_text, "images": images})
+    sections.append({"heading": "Per-file scores", "tables": [_files_table(ev)]})
+
+    for key, what in (("unmatched_reference", "reference"), ("unmatched_test", "test")):
+        missed = [str(p) for p in ev.get(key) or []]
+        if missed:
+            shown = ", ".join(missed[:10]) + (f" and {len(missed) - 10} more" if len(missed) > 10 else "")
+            notes.append(f"{len(missed)} {what} file(s) without a match: {shown}")
+    recorded = [scrub(one_line(x, 300)) for k in ("notes", "problems") for x in ev.get(k) or []]
+    all_notes = recorded + notes
+    if all_notes:
+        sections.append({"heading": "Notes", "text": "\n".join(f"- {x}" for x in all_notes)})
+    return sections, written
+
+
+# ---------------------------------------------------------------- training run
+
+
+def _architecture(run_dir: Path, cfg) -> tuple[dict | None, int | None]:
+    """The resolved architecture and parameter count, from the best (else
+    last) checkpoint's description, else from the config."""
+    for name in ("best", "last"):
+        path = run_dir / "checkpoints" / f"{name}.json"
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            arch, params = doc["architecture"], doc["parameters"]
+            count = sum(int(np.prod(spec["shape"])) for spec in params.values())
+            return dict(arch), count
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    if cfg is None:
+        return None, None
+    try:
+        from denoise.nn import validate_config
+
+        return validate_config(dict(cfg.model)), None
+    except ValueError:
+        return dict(cfg.model), None
+
+
+def _best(rows: list[dict], key: str) -> tuple[float, object] | None:
+    found = []
+    for row in rows:
+        try:
+            value = float(row.get(key))
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            found.append((value, row.get("epoch")))
+    return max(found, key=lambda p: p[0]) if found else None
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    values = []
+    for row in rows:
+        try:
+            values.append(float(row.get(key)))
+        except (TypeError, ValueError):
+            continue
+    values = [v for v in values if math.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def _training_sections(run_dir: Path, out: Path, scrub: _Scrub) -> tuple[list, list, str]:
+    from denoise.config import ConfigError
+    from denoise.report import training_curves
+    from pipelines.train import config_for
+
+    notes: list[str] = []
+    cfg = None
+    if (run_dir / "config.toml").is_file():
+        try:
+            cfg = config_for(run_dir)
+        except (OSError, ConfigError, ValueError) as exc:
+            notes.append(f"config.toml unreadable: {scrub(one_line(exc))}")
+    else:
+        notes.append("no config.toml in the run folder")
+    rows: list[dict] = []
+    if (run_dir / "log.json").is_file():
+        try:
+            loaded = json.loads((run_dir / "log.json").read_text(encoding="utf-8"))
+            rows = [r for r in loaded if isinstance(r, dict)] if isinstance(loaded, list) else []
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            notes.append(f"log.json unreadable: {scrub(one_line(exc))}")
+    if not rows:
+        notes.append("no epoch logged yet")
+
+    name = cfg.name if cfg is not None else "(unknown)"
+    summary = [["config name", name]]
+    configured = f" of {cfg.training.epochs} configured" if cfg is not None else ""
+    summary.append(["epochs", f"{len(rows)} logged{configured}"])
+    for key, label, fmt, unit in (("val_psnr", "best validation PSNR", ".2f", " dB"),
+                                  ("val_ssim", "best validation SSIM", ".4f", "")):
+        best = _best(rows, key)
+        summary.append([label, "n/a" if best is None else f"{_num(best[0], fmt, unit)} (epoch {best[1]})"])
+    summary.append(["training speed", _num(_mean(rows, "patches_per_s"), ".0f", " patches/s (mean over epochs)")])
+    seconds = sum(float(r.get("epoch_seconds") or 0.0) for r in rows)
+    summary.append(["training time", f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"])
+    if cfg is not None:
+        nz = cfg.noise
+        noise = f"Gaussian sigma {nz.gaussian_sigma_hu[0]:g}..{nz.gaussian_sigma_hu[1]:g} HU"
+        if nz.low_dose_fraction > 0:
+            noise += (f"; low-dose on {nz.low_dose_fraction:.0%} of patches, I0 {nz.low_dose_i0[0]:.3g}.."
+                      f"{nz.low_dose_i0[1]:.3g}, {nz.low_dose_views} views")
+        val = cfg.validation
+        validation = f"Gaussian sigma {val.sigma_hu:g} HU"
+        if val.low_dose_i0 > 0:
+            validation += f" and low-dose I0 {val.low_dose_i0:.3g}"
+        validation += f", up to {val.max_slices} slices; metric window {_window_text(val.window)}"
+        p, o = cfg.patches, cfg.optimizer
+        summary += [
+            ["training noise", noise],
+            ["validation", validation],
+            ["normalization", f"{_window_text((cfg.normalization.low, cfg.normalization.high))} to [0, 1]"],
+            ["patches", f"{p.size}x{p.size}, batch {p.batch_size}, {p.per_epoch} per epoch"],
+            ["optimizer", f"{o.kind}, lr {o.lr:g} ({o.schedule}, warm-up {o.warmup_steps} steps), "
+                          f"loss {cfg.training.loss}"],
+            ["training data", ", ".join(Path(m).name for m in cfg.data.manifests)],  # names only, no paths
+        ]
+    arch, n_params = _architecture(run_dir, cfg)
+    if arch is not None:
+        summary.append(["architecture", ", ".join(f"{k} {v}" for k, v in arch.items())])
+    if n_params is not None:
+        summary.append(["parameters", f"{n_params:,}"])
+    checkpoints = [c for c in ("best", "last") if (run_dir / "checkpoints" / f"{c}.npz").is_file()]
+    summary.append(["checkpoints", ", ".join(checkpoints) or "none"])
+
+    images, written = [], []
+    if (run_dir / "curves.png").is_file():
+        _copy(run_dir / "curves.png", out / "curves.png")
+    elif rows:
+        training_curves(rows, out / "curves.png")
+        notes.append("curves.png drawn from log.json (the run folder has none)")
+    if (out / "curves.png").is_file():
+        written.append("curves.png")
+        images.append({"path": out / "curves.png", "caption": "loss (left); validation PSNR and SSIM (right)"})
+    if (run_dir / "progress.gif").is_file():
+        _copy(run_dir / "progress.gif", out / "progress.gif")
+        written.append("progress.gif")
+        shown = f", display window {_window_text(cfg.report.display_window)}" if cfg is not None else ""
+        images.append({"path": out / "progress.gif",
+                       "caption": f"one validation slice per epoch: noisy | denoised | clean{shown}"})
+    else:
+        notes.append("no progress.gif in the run folder")
+
+    epochs = [[r.get("epoch", k + 1), _num(r.get("train_loss"), ".4g"), _num(r.get("val_psnr"), ".2f"),
+               _num(r.get("val_ssim"), ".4f"), _num(r.get("patches_per_s"), ".0f")] for k, r in enumerate(rows)]
+    sections = [{"heading": f"Training run: {name}",
+                 "tables": [{"caption": "Run summary", "columns": ["item", "value"], "rows": summary}],
+                 "images": images, "text": "\n".join(f"- {x}" for x in notes)},
+                {"heading": "Per-epoch log",
+                 "tables": [{"caption": "One row per epoch", "rows": epochs,
+                             "columns": ["epoch", "train loss", "val PSNR (dB)", "val SSIM", "patches/s"],
+                             "highlight_best": {"column": "val PSNR (dB)", "max": True}}]}]
+    return sections, written, f"training run {name} ({len(rows)} epoch(s))"
+
+
+# ---------------------------------------------------------------- job
+
+
+def run(source_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+        window: tuple[float, float] | None = None) -> Path:
+    """Write the report of a training run and/or evaluation folder to
+    ``out_dir/index.html`` (plus its images beside it); returns that path.
+    ``window`` is the display window (HU) of the evaluation pictures."""
+    from denoise.report import render_html
+
+    source = Path(source_dir)
+    if not source.exists():
+        raise ValueError(f"{source}: no such file or folder")
+    display = _check_window(window)
+    eval_path = _evaluation_file(source)
+    run_dir = source if _is_training_run(source) else None
+    if eval_path is None and run_dir is None:
+        raise ValueError(f"{source}: neither a training run folder (config.toml, log.json) "
+                         f"nor an evaluation folder ({EVALUATION_JSON})")
+    evaluation = _load_evaluation(eval_path) if eval_path is not None else None
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scrub = _Scrub()
+    for key, path in ((evaluation or {}).get("sources") or {}).items():
+        scrub.add(path, f"<{key}>")
+    scrub.add(source, "<source>")
+    scrub.add(out, "<report>")
+
+    sections, written, parts = [], [], []
+    if evaluation is not None:
+        ev_sections, ev_written = _evaluation_sections(evaluation, out, display, window is not None, scrub)
+        sections += ev_sections
+        written += ev_written
+        parts.append(f"evaluation of {evaluation.get('test_label', 'test')} "
+                     f"({evaluation.get('n_matched', len(evaluation['files']))} file(s))")
+    if run_dir is not None:
+        tr_sections, tr_written, what = _training_sections(run_dir, out, scrub)
+        sections += tr_sections
+        written += tr_written
+        parts.append(what)
+    for stale in out.iterdir():
+        if _STALE.fullmatch(stale.name) and stale.name not in written and stale.is_file():
+            stale.unlink()  # left by an earlier report into this folder
+    index = out / "index.html"
+    render_html({"title": "ct-denoise report", "subtitle": "; ".join(parts), "sections": sections,
+                 "footer": "Written by ct-denoise. Images are embedded; files are named by their path relative "
+                           "to the evaluated folders; no patient names, IDs or dates are included."}, index)
+    return index
