@@ -22,6 +22,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -231,9 +232,17 @@ def execute(jobs: list[FileJob], factory: TransformFactory, *, force: bool,
             yield process_file(job, transform, force=force)
         return
     ctx = multiprocessing.get_context("spawn")
+    n_done = 0
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
                              initializer=_init_worker, initargs=(factory,)) as pool:
-        yield from pool.map(_run_in_worker, jobs, [force] * len(jobs), chunksize=1)
+        try:
+            for outcome in pool.map(_run_in_worker, jobs, [force] * len(jobs), chunksize=1):
+                n_done += 1
+                yield outcome
+        except BrokenProcessPool:  # a worker was killed (OOM, signal) or crashed: no result for the rest
+            for job in jobs[n_done:]:
+                yield FileOutcome(str(job.source.relpath), "failed", "no result: a worker process died "
+                                  "(killed or crashed) during the batch; run it again to finish")
 
 
 def run_batch(input_path: str | os.PathLike, output_root: str | os.PathLike,

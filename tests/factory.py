@@ -235,3 +235,48 @@ def write_config(tmp_path, manifest, epochs=2):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_CONFIG.format(manifest=manifest.as_posix(), epochs=epochs))
     return path
+
+
+def ct_from_stored(stored: np.ndarray, *, slope: float = 1.0, intercept: float = -1024.0, bits_stored: int = 16,
+                   bits_allocated: int = 16, signed: bool = True, **base) -> Dataset:
+    """A single-frame CT dataset whose PixelData holds exactly ``stored``
+    (2-D integers, cast to the container dtype; values are not checked
+    against ``bits_stored``, so out-of-range files can be built too)."""
+    stored = np.asarray(stored)
+    ds = ct_dataset(np.zeros(stored.shape), slope=slope, intercept=intercept, **base)
+    dtype = np.dtype(("i" if signed else "u") + str(bits_allocated // 8))
+    ds.PixelData = stored.astype(dtype).tobytes()
+    ds["PixelData"].VR = "OB" if bits_allocated == 8 else "OW"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits_allocated, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = int(signed)
+    return ds
+
+
+def compressed_ct_dataset(hu: np.ndarray | None = None, syntax: str = "1.2.840.10008.1.2.4.90", **kw) -> Dataset:
+    """A CT dataset compressed with ``syntax`` (default JPEG 2000 Lossless;
+    needs an installed encoder, e.g. pylibjpeg-openjpeg)."""
+    ds = ct_dataset(hu, **kw)
+    ds.compress(syntax)
+    return ds
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every regular file under ``root``
+    (symlinks are not followed)."""
+    import hashlib
+    import os
+
+    digest = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            if path.is_file() and not path.is_symlink():
+                digest[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest
+
+
+def us_dataset() -> Dataset:
+    """An ultrasound image (US Image Storage, RGB): valid DICOM, not CT."""
+    ds = _base("US", "1.2.840.10008.5.1.4.1.1.6.1")
+    ds.set_pixel_data(np.zeros((8, 8, 3), np.uint8), "RGB", 8)
+    return ds

@@ -103,24 +103,43 @@ def load_ct(path: str | Path) -> CTImage:
     if problem:
         raise PixelDataError(problem)
     try:
-        rescales = frame_rescales(ds)
-    except ValueError as exc:
-        raise PixelDataError(str(exc)) from exc
-    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             stored = ds.pixel_array
+        n, rows, cols = int(ds.get("NumberOfFrames", 1) or 1), int(ds.Rows), int(ds.Columns)
     except Exception as exc:  # decoders raise RuntimeError/ValueError/... on bad data
         raise PixelDataError(f"cannot decode pixel data ({one_line(exc)})") from exc
-    n, rows, cols = len(rescales), int(ds.Rows), int(ds.Columns)
+    # Check the frame count against the decoded data before frame_rescales loops over it.
     if stored.ndim not in (2, 3) or stored.size != n * rows * cols:
         raise PixelDataError(f"pixel array shape {stored.shape} does not match "
                              f"{n} frame(s) of {rows}x{cols}")
+    _check_stored_bits(ds, n * rows * cols)
+    try:
+        rescales = frame_rescales(ds)
+    except ValueError as exc:
+        raise PixelDataError(str(exc)) from exc
     stored = stored.reshape(n, rows, cols)
     hu = np.empty(stored.shape, dtype=np.float32)
     for k, (slope, intercept) in enumerate(rescales):
         hu[k] = apply_rescale(stored[k], rescale_dataset(slope, intercept))
     return CTImage(dataset=ds, hu=hu, rescales=rescales)
+
+
+def _check_stored_bits(ds: Dataset, count: int) -> None:
+    """Refuse native pixel data whose values do not fit BitsStored: decoding
+    masks the bits above HighBit, which would silently turn e.g. bone beyond
+    the 12-bit range into air (and the output would not round-trip)."""
+    bits_stored, bits_allocated = int(ds.BitsStored), int(ds.BitsAllocated)
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if bits_stored >= bits_allocated or (tsyntax is not None and tsyntax.is_encapsulated):
+        return
+    little = tsyntax is None or tsyntax.is_little_endian
+    dtype = stored_dtype(bits_allocated, int(ds.PixelRepresentation)).newbyteorder("<" if little else ">")
+    raw = np.frombuffer(ds.PixelData, dtype=dtype, count=count)
+    lo, hi = stored_range(bits_stored, int(ds.PixelRepresentation))
+    if raw.size and (raw.min() < lo or raw.max() > hi):
+        raise PixelDataError(f"stored values {raw.min()}..{raw.max()} do not fit BitsStored {bits_stored} "
+                             f"({lo}..{hi}): BitsStored is wrong or the pixel data is corrupt")
 
 
 def hu_to_stored(hu: np.ndarray, ds: Dataset, rescales: list[tuple[float, float]]) -> np.ndarray:

@@ -13,6 +13,7 @@ large folder cheap; :mod:`denoise.dicom.pixels` decodes pixels on demand.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from denoise.dicom.geometry import frame_geometry, slice_normal
 from denoise.dicom.pixels import decoder_problem, frame_rescales
@@ -34,6 +34,9 @@ CT_SOP_CLASSES = {
 }
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _PIXEL_TAG = 0x7FE00010
+# The temporary name denoise.atomic.atomic_path writes before its rename, ".NAME.PID.tmp": a
+# process killed mid-write leaves one behind; it is never a complete file to read.
+_ATOMIC_TEMP = re.compile(r"\..+\.\d+\.tmp")
 # Tags that only a real DICOM header has; used to accept preamble-less files.
 _IDENTIFYING = ("SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID")
 
@@ -133,14 +136,16 @@ class SkipFile(Exception):
 
 def iter_files(root: Path) -> list[Path]:
     """All regular files under ``root`` (or ``root`` itself), sorted, never
-    following directory symlinks (so symlink loops cannot hang a scan)."""
+    following directory symlinks (so symlink loops cannot hang a scan).
+    Temporary files of an interrupted atomic write are left out."""
     if root.is_file():
         return [root]
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
         dirnames.sort()
         for name in sorted(filenames):
-            found.append(Path(dirpath) / name)
+            if not _ATOMIC_TEMP.fullmatch(name):
+                found.append(Path(dirpath) / name)
     return found
 
 
@@ -168,10 +173,10 @@ def read_header(path: Path) -> Dataset:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(path, defer_size=1024, force=not has_marker)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as exc:
-        raise SkipFile(f"unreadable DICOM header ({one_line(exc)})") from exc
     except OSError as exc:
         raise SkipFile(f"cannot read file ({exc.strerror or exc})") from exc
+    except Exception as exc:  # corrupt headers raise many types (struct.error, NotImplementedError for a bad VR...)
+        raise SkipFile(f"unreadable DICOM header ({one_line(exc)})") from exc
     if media_sop_class(ds) == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise SkipFile("DICOMDIR (media index, holds no image)", bad=False)
     if not any(k in ds for k in _IDENTIFYING):
@@ -200,6 +205,15 @@ def _looks_like_raw_dicom(head: bytes) -> bool:
 
 def inspect_file(path: Path, relpath: PurePosixPath) -> CTFile:
     """Return the CT description of one file or raise SkipFile with a reason."""
+    try:
+        return _inspect(path, relpath)
+    except SkipFile:
+        raise
+    except Exception as exc:  # pydicom parses header values on first use: a corrupt one raises there
+        raise SkipFile(f"corrupt DICOM header ({one_line(exc)})") from exc
+
+
+def _inspect(path: Path, relpath: PurePosixPath) -> CTFile:
     ds = read_header(path)
     sop_class = media_sop_class(ds)
     modality = str(ds.get("Modality", "") or "")
@@ -212,8 +226,8 @@ def inspect_file(path: Path, relpath: PurePosixPath) -> CTFile:
     if sop_class not in CT_SOP_CLASSES:
         raise SkipFile(f"unsupported SOP class for CT ({_sop_name(sop_class, modality)})")
     _check_pixel_module(ds)
+    _check_pixel_bytes(ds, path)  # before the rescale: it bounds NumberOfFrames, which that loops over
     _check_rescale(ds)
-    _check_pixel_bytes(ds, path)
     _check_decoder(ds)
     return _describe(ds, path, relpath)
 
@@ -263,21 +277,25 @@ def number_of_frames(ds: Dataset) -> int:
 
 
 def _check_pixel_bytes(ds: Dataset, path: Path) -> None:
-    """For native (uncompressed) data, the PixelData length must match the
-    image size, and the file must hold all of it."""
+    """NumberOfFrames must be plausible for the file size; for native
+    (uncompressed) data the PixelData length must match the image size
+    exactly (plus one pad byte when odd), and the file must hold all of it."""
+    n_frames = number_of_frames(ds)
+    size = path.stat().st_size
+    if n_frames > size:  # every frame takes at least one byte (an encapsulated one at least 8)
+        raise SkipFile(f"invalid NumberOfFrames {n_frames} for a file of {size} bytes")
     raw = ds._dict.get(_PIXEL_TAG)  # deferred RawDataElement: length known, value not read
     length = getattr(raw, "length", None)
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if length is None or length == 0xFFFFFFFF or (tsyntax is not None and tsyntax.is_compressed):
         return
-    expected = ds.Rows * ds.Columns * number_of_frames(ds) * (ds.BitsAllocated // 8)
-    if length < expected:
+    expected = ds.Rows * ds.Columns * n_frames * (ds.BitsAllocated // 8)
+    if length not in (expected, expected + expected % 2):
         raise SkipFile(f"PixelData has {length} bytes, expected {expected} "
-                       f"for {number_of_frames(ds)} frame(s) of {ds.Rows}x{ds.Columns}")
+                       f"for {n_frames} frame(s) of {ds.Rows}x{ds.Columns}")
     tell = getattr(raw, "value_tell", None)
-    if tell is not None and tell + length > path.stat().st_size:
-        raise SkipFile(f"truncated file: PixelData needs {tell + length} bytes, "
-                       f"file has {path.stat().st_size}")
+    if tell is not None and tell + length > size:
+        raise SkipFile(f"truncated file: PixelData needs {tell + length} bytes, file has {size}")
 
 
 def _check_decoder(ds: Dataset) -> None:
