@@ -189,7 +189,7 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
             optimizer.load_state_dict(opt_state)
         rng.bit_generator.state = meta["rng_state"]
         start_epoch, step, best = meta["epoch"] + 1, meta["step"], meta["best_val_psnr"]
-        rows = [r for r in json.loads((run_dir / "log.json").read_text()) if r["epoch"] <= meta["epoch"]]
+        rows = resumed_log(run_dir, meta)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.toml", to_toml(cfg.to_dict()))
 
@@ -235,11 +235,12 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
             improved = val["val_psnr"] > best
             best = max(best, val["val_psnr"])
             meta = checkpoint_metadata(cfg, window, epoch=epoch, step=step, best=best, rng=rng, val=val)
-            save_model(run_dir / "checkpoints" / "last", model, optimizer=optimizer, metadata=meta)
+            meta["log_row"] = row  # lets a resume rebuild the log if a kill lands between the writes
+            save_progress_frame(run_dir, epoch, outputs[gif_index])
+            write_log(run_dir, rows)  # before the checkpoint: a log row never lags its checkpoint
             if improved:
                 save_model(run_dir / "checkpoints" / "best", model, metadata=meta)
-            save_progress_frame(run_dir, epoch, outputs[gif_index])
-            write_log(run_dir, rows)
+            save_model(run_dir / "checkpoints" / "last", model, optimizer=optimizer, metadata=meta)
             render_progress(run_dir, rows, vset, gif_index, cfg)
             progress.remove_task(task)
             progress.console.print(
@@ -253,6 +254,19 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
                 stopped_early = True
                 break
     return TrainResult(run_dir, rows[-1]["epoch"] if rows else 0, best, stopped_early, rows)
+
+
+def resumed_log(run_dir: Path, meta: dict) -> list[dict]:
+    """The log rows up to the checkpoint's epoch. The checkpoint carries its own
+    row, so a log that is missing or one row short (killed mid-save) is repaired."""
+    try:
+        rows = json.loads((run_dir / "log.json").read_text())
+    except (OSError, ValueError):
+        rows = []
+    rows = [r for r in rows if isinstance(r, dict) and r.get("epoch", 0) < meta["epoch"]]
+    if "log_row" in meta:
+        rows.append(meta["log_row"])
+    return rows
 
 
 def epochs_since_best(rows: list[dict]) -> int:
