@@ -150,8 +150,14 @@ def markdown(results: dict, methods: list[str], n_slices: dict) -> str:
 def figure(example: dict, methods: list[str], path: Path) -> None:
     from denoise.report import panel, pick_zoom_box, save_png
 
+    # Crop every image to a 320x320 window on the body (keeps the PNG small).
+    rows, cols = np.nonzero(example["clean"] > -500)
+    size = min(320, *example["clean"].shape)
+    r0 = int(np.clip((rows.min() + rows.max()) // 2 - size // 2, 0, example["clean"].shape[0] - size))
+    c0 = int(np.clip((cols.min() + cols.max()) // 2 - size // 2, 0, example["clean"].shape[1] - size))
+    example = {k: v[r0:r0 + size, c0:c0 + size] for k, v in example.items()}
     clean = example["clean"]
-    box = pick_zoom_box(clean, 64)
+    box = pick_zoom_box(clean, 48)
     order = ["noisy", "model"] + (["bm3d"] if "bm3d" in methods else [m for m in methods if m != "model"][:1])
     tiles = [(m, example[m]) for m in order] + [("clean", clean)]
     tiles = [(name, hu) for name, hu in tiles]
