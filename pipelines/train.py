@@ -263,10 +263,9 @@ def resumed_log(run_dir: Path, meta: dict) -> list[dict]:
         rows = json.loads((run_dir / "log.json").read_text())
     except (OSError, ValueError):
         rows = []
-    rows = [r for r in rows if isinstance(r, dict) and r.get("epoch", 0) < meta["epoch"]]
-    if "log_row" in meta:
-        rows.append(meta["log_row"])
-    return rows
+    if "log_row" not in meta:  # a checkpoint from before rows were stored in it
+        return [r for r in rows if isinstance(r, dict) and r.get("epoch", 0) <= meta["epoch"]]
+    return [r for r in rows if isinstance(r, dict) and r.get("epoch", 0) < meta["epoch"]] + [meta["log_row"]]
 
 
 def epochs_since_best(rows: list[dict]) -> int:
