@@ -127,13 +127,16 @@ def save_progress_frame(run_dir: Path, epoch: int, image: np.ndarray) -> None:
             np.save(fh, image.astype(np.float16), allow_pickle=False)
 
 
+GIF_EVERY = 5  # re-encoding the whole GIF grows with the epochs: do it every few epochs and at the end
+
+
 def render_progress(run_dir: Path, rows: list[dict], vset: ValidationSet, gif_index: int,
-                    cfg: RunConfig) -> None:
-    """Regenerate the progress GIF and the curves PNG from what is on disk."""
+                    cfg: RunConfig, *, gif: bool = True) -> None:
+    """Regenerate the curves PNG (and, with ``gif``, the progress GIF) from what is on disk."""
     from denoise.report import ProgressFrame, progress_gif, training_curves
 
     training_curves(rows, run_dir / "curves.png")
-    if not cfg.report.gif:
+    if not (cfg.report.gif and gif):
         return
     frames = []
     for row in rows:
@@ -241,7 +244,11 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
             if improved:
                 save_model(run_dir / "checkpoints" / "best", model, metadata=meta)
             save_model(run_dir / "checkpoints" / "last", model, optimizer=optimizer, metadata=meta)
-            render_progress(run_dir, rows, vset, gif_index, cfg)
+            last_epoch = epoch == cfg.training.epochs
+            stale = 0 if improved else stale + 1
+            stopping = bool(cfg.training.early_stopping and stale >= cfg.training.early_stopping)
+            render_progress(run_dir, rows, vset, gif_index, cfg,
+                            gif=epoch == start_epoch or epoch % GIF_EVERY == 0 or last_epoch or stopping)
             progress.remove_task(task)
             progress.console.print(
                 f"epoch {epoch}: loss {row['train_loss']:.3e}  val PSNR {val['val_psnr']:.2f} dB  "
@@ -249,8 +256,7 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
                 + ("  (best)" if improved else ""), highlight=False)
             if on_epoch is not None:
                 on_epoch(row)
-            stale = 0 if improved else stale + 1
-            if cfg.training.early_stopping and stale >= cfg.training.early_stopping:
+            if stopping:
                 stopped_early = True
                 break
     return TrainResult(run_dir, rows[-1]["epoch"] if rows else 0, best, stopped_early, rows)
