@@ -272,6 +272,9 @@ def export_model(
     run_dir: Annotated[Path, typer.Argument(help="Training run folder (from `train --out`).")],
     out_path: Annotated[Path, typer.Option("--out", help="Model path stem, e.g. denoise/models/default_ct")],
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
+    reproduce: Annotated[list[str] | None, typer.Option(
+        help="Commands that reproduce the run, recorded in the metadata (repeat the option; default: the "
+        "train and export commands for the run's config).")] = None,
 ):
     """Export a run's checkpoint as a model file (.npz weights + .json metadata with provenance)."""
     from denoise.nn import ModelFileError
@@ -280,7 +283,7 @@ def export_model(
     if checkpoint not in ("best", "last"):
         raise fail(f"--checkpoint must be best or last, got {checkpoint!r}")
     try:
-        path = job.run(run_dir, out_path, checkpoint=checkpoint)
+        path = job.run(run_dir, out_path, checkpoint=checkpoint, reproduce=reproduce)
     except (FileNotFoundError, ModelFileError, ValueError) as exc:
         raise fail(str(exc)) from exc
     out.print(f"model written: {path} (+ .json)", markup=False)

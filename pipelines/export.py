@@ -50,7 +50,7 @@ def training_data(manifests: list[str]) -> list[dict]:
 
 
 def run(run_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str = "best",
-        config_path: str | None = None) -> Path:
+        config_path: str | None = None, reproduce: list[str] | None = None) -> Path:
     """Export ``run_dir/checkpoints/<checkpoint>`` to ``out`` (.npz + .json)."""
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / checkpoint
@@ -78,7 +78,7 @@ def run(run_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str =
         "validation": {**meta["validation"], "sigma_hu": cfg.validation.sigma_hu,
                        "low_dose_i0": cfg.validation.low_dose_i0, "window_hu": list(cfg.validation.window),
                        "data_range": 1.0},
-        "reproduce": [f"python cli.py train --config {config_arg} --out runs/{cfg.name}",
+        "reproduce": reproduce or [f"python cli.py train --config {config_arg} --out runs/{cfg.name}",
                       f"python cli.py export-model runs/{cfg.name} --out denoise/models/{Path(out).name}"],
         "config": cfg.to_dict(),
     }

@@ -160,3 +160,16 @@ def test_noise_then_evaluate_on_shared_head_matches_hand_computation(shared_ct, 
     # sigma 50 HU in a 2000 HU window: 20*log10(2000/50) = 32.0 dB where nothing is clipped;
     # air and padding are clipped at -1000, which removes about half the noise there
     assert 32.0 < data["mean"]["psnr"] < 36.0
+
+
+def test_demo_denoises_samples_with_the_bundled_model_and_writes_the_report(tmp_path):
+    """The README's first command: noise -> bundled model -> evaluate vs baselines -> report."""
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(cli.app, ["demo", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    for name in ("model", "noisy input", "nlm", "tv", "wavelet"):
+        assert f"\n{name} " in result.output
+    assert (tmp_path / "demo" / "report" / "index.html").is_file()
+    methods = json.loads((tmp_path / "demo" / "evaluation.json").read_text())["methods"]
+    assert methods["model"]["psnr"] > methods["noisy input"]["psnr"] + 3  # the model really denoises
