@@ -9,6 +9,7 @@ hyper-parameters and step, and the caller's ``metadata`` verbatim
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -70,8 +71,17 @@ def save_model(path, model: ConvAutoencoder, *, optimizer=None, metadata: dict |
         raise ValueError(f"metadata is not JSON-serializable: {exc}") from exc
     npz_path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(npz_path, lambda f: np.savez(f, **arrays))
+    # Each file is replaced atomically, but not the pair: the description names
+    # the hash of its weights, so a pair torn by a kill between the two renames
+    # is refused on load instead of mixing one save's weights with another's state.
+    doc["weights_sha256"] = _sha256(npz_path)
+    text = json.dumps(doc, indent=2, allow_nan=False)
     _atomic_write(json_path, lambda f: f.write(text.encode("utf-8")))
     return npz_path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _read_json(json_path: Path) -> dict:
@@ -152,6 +162,9 @@ def load_model(path, *, device: str = "cpu"):
     except (ValueError, TypeError) as exc:
         raise ModelFileError(f"{json_path}: bad architecture ({exc})") from exc
     arrays = _read_arrays(npz_path, _expected_arrays(doc, model, json_path))
+    if doc.get("weights_sha256") not in (None, _sha256(npz_path)):
+        raise ModelFileError(f"{npz_path}: weights and {json_path.name} come from different saves "
+                             "(a write was interrupted, or one file was replaced)")
     for k, p in model.parameters().items():
         p[...] = arrays[f"param/{k}"]
     state = None

@@ -154,3 +154,17 @@ def test_refuses_bad_json(saved, edit, match):
     json_path = path.with_suffix(".json")
     json_path.write_text(edit(json_path.read_text()))
     _assert_refused(path, match, ".json")
+
+
+def test_refuses_weights_and_description_from_different_saves(tmp_path, rng):
+    """A kill between replacing the .npz and the .json must not mix two saves."""
+    from denoise.nn import ConvAutoencoder, ModelFileError, load_model, save_model
+
+    model = ConvAutoencoder({"channels": [4, 8]}, rng)
+    save_model(tmp_path / "a", model, metadata={"epoch": 1})
+    old_json = (tmp_path / "a.json").read_bytes()
+    next(iter(model.parameters().values()))[...] += 1.0
+    save_model(tmp_path / "a", model, metadata={"epoch": 2})
+    (tmp_path / "a.json").write_bytes(old_json)  # what the disk holds if killed between the renames
+    with pytest.raises(ModelFileError, match="different saves"):
+        load_model(tmp_path / "a")
