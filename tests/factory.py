@@ -162,6 +162,17 @@ def non_ct_dataset(kind: str) -> Dataset:
     return ds
 
 
+def dicomdir_dataset() -> Dataset:
+    """An empty DICOMDIR (media storage directory) object."""
+    dicomdir = Dataset()
+    dicomdir.file_meta = FileMetaDataset()
+    dicomdir.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dicomdir.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    dicomdir.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dicomdir.DirectoryRecordSequence = Sequence([])
+    return dicomdir
+
+
 def junk_folder(root: Path) -> dict[str, str]:
     """A folder of files that are not usable CT, plus two good CT slices.
     Returns {relative path: a word expected in the skip reason}; good files
@@ -198,13 +209,7 @@ def junk_folder(root: Path) -> dict[str, str]:
     ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
     save(ds, root / "short_pixels")
     expected["short_pixels"] = "expected"
-    dicomdir = Dataset()
-    dicomdir.file_meta = FileMetaDataset()
-    dicomdir.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dicomdir.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
-    dicomdir.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    dicomdir.DirectoryRecordSequence = Sequence([])
-    save(dicomdir, root / "DICOMDIR")
+    save(dicomdir_dataset(), root / "DICOMDIR")
     expected["DICOMDIR"] = "DICOMDIR"
     return expected
 

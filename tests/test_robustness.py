@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 from typer.testing import CliRunner
 
 import cli
@@ -24,6 +23,7 @@ from tests.factory import (
     compressed_ct_dataset,
     ct_dataset,
     ct_from_stored,
+    dicomdir_dataset,
     enhanced_ct_dataset,
     non_ct_dataset,
     phantom_hu,
@@ -119,13 +119,7 @@ def build_corpus(root: Path) -> tuple[dict[str, tuple[str, str, bool]], list[str
     for kind in ("MR", "SEG", "SR"):
         ct(f"other-{kind}.dcm", "ignored", "Modality" if kind != "SR" else "no PixelData", non_ct_dataset(kind))
     ct("other-US.dcm", "ignored", "Modality US", us_dataset())
-    dicomdir = Dataset()
-    dicomdir.file_meta = FileMetaDataset()
-    dicomdir.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dicomdir.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
-    dicomdir.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    dicomdir.DirectoryRecordSequence = Sequence([])
-    ct("media/DICOMDIR", "ignored", "DICOMDIR", dicomdir)
+    ct("media/DICOMDIR", "ignored", "DICOMDIR", dicomdir_dataset())
     (root / "readme.txt").write_text("not an image\n")
     bad["readme.txt"] = ("ignored", "not a DICOM", True)
 
