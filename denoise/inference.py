@@ -5,7 +5,6 @@ bounds memory on very large images.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise.backend import to_numpy
+from denoise.hashing import sha256_file
 from denoise.nn import ConvAutoencoder, ModelFileError, load_model
 from denoise.normalize import HUWindow
 
@@ -65,14 +65,6 @@ def tiled(predict, x: np.ndarray, *, tile: int, overlap: float, batch: int = 4) 
     return acc / norm
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class Denoiser:
     """A loaded model and its HU normalization: HU in, HU out."""
@@ -99,7 +91,7 @@ class Denoiser:
             raise ModelFileError(f"{npz}: metadata has no valid 'normalization' ({exc})") from exc
         if tile is not None and tile < 8:
             raise ValueError(f"--tile must be >= 8 pixels, got {tile}")
-        return cls(model, window, metadata, f"{npz.stem}@{file_sha256(npz)[:16]}", tile, overlap)
+        return cls(model, window, metadata, f"{npz.stem}@{sha256_file(npz)[:16]}", tile, overlap)
 
     def __call__(self, hu: np.ndarray) -> np.ndarray:
         """Denoise one (H, W) slice in HU; returns float32 HU."""

@@ -24,6 +24,7 @@ import pydicom
 
 from denoise.atomic import write_json
 from denoise.dicom.scan import CTFile, scan
+from denoise.hashing import sha256_file
 
 FORMAT = "ct-denoise-manifest/1"
 SPLITS = ("train", "val", "test")
@@ -31,14 +32,6 @@ SPLITS = ("train", "val", "test")
 
 class ManifestError(ValueError):
     """A manifest is malformed, stale (checksums) or leaks patients across splits."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _salted(salt: str, value: str) -> str:

@@ -9,7 +9,6 @@ hyper-parameters and step, and the caller's ``metadata`` verbatim
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from denoise.atomic import atomic_path
 from denoise.backend import to_numpy
+from denoise.hashing import sha256_file
 from denoise.nn.model import ConvAutoencoder, validate_config
 from denoise.nn.optim import OPTIMIZERS
 
@@ -74,14 +74,10 @@ def save_model(path, model: ConvAutoencoder, *, optimizer=None, metadata: dict |
     # Each file is replaced atomically, but not the pair: the description names
     # the hash of its weights, so a pair torn by a kill between the two renames
     # is refused on load instead of mixing one save's weights with another's state.
-    doc["weights_sha256"] = _sha256(npz_path)
+    doc["weights_sha256"] = sha256_file(npz_path)
     text = json.dumps(doc, indent=2, allow_nan=False)
     _atomic_write(json_path, lambda f: f.write(text.encode("utf-8")))
     return npz_path
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _read_json(json_path: Path) -> dict:
@@ -162,7 +158,7 @@ def load_model(path, *, device: str = "cpu"):
     except (ValueError, TypeError) as exc:
         raise ModelFileError(f"{json_path}: bad architecture ({exc})") from exc
     arrays = _read_arrays(npz_path, _expected_arrays(doc, model, json_path))
-    if doc.get("weights_sha256") not in (None, _sha256(npz_path)):
+    if doc.get("weights_sha256") not in (None, sha256_file(npz_path)):
         raise ModelFileError(f"{npz_path}: weights and {json_path.name} come from different saves "
                              "(a write was interrupted, or one file was replaced)")
     for k, p in model.parameters().items():
