@@ -33,12 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 from denoise import metrics  # noqa: E402
 from denoise.baselines import BaselineUnavailable, available_baselines, run_baseline  # noqa: E402
-from denoise.dicom import load_ct  # noqa: E402
-from denoise.dicom.scan import inspect_file  # noqa: E402
 from denoise.inference import Denoiser  # noqa: E402
 from denoise.manifest import load_manifest, split_files  # noqa: E402
 from denoise.noise import add_gaussian, low_dose_pair  # noqa: E402
 from denoise.samples import sample_ct_files  # noqa: E402
+from denoise.training_data import load_slices  # noqa: E402
 
 CONDITIONS = (("gauss25", 25.0), ("gauss50", 50.0), ("gauss100", 100.0), ("lowdose1e5", 1e5))
 WINDOW = (-1000.0, 1000.0)
@@ -55,26 +54,14 @@ def load_sets(n_test_slices: int) -> dict[str, list[tuple[str, np.ndarray, float
         test = []
     if test:
         pick = np.linspace(0, len(test) - 1, n_test_slices + 2).round().astype(int)[1:-1]
-        sets["test patient (RIDER chest)"] = [_slice(test[i].path) for i in pick]
-    samples = []
-    for path in sample_ct_files():
-        samples += _frames(path)
-    sets["pydicom CT samples"] = samples
+        sets["test patient (RIDER chest)"] = _as_rows(load_slices([test[i].path for i in pick]))
+    sets["pydicom CT samples"] = _as_rows(load_slices(sample_ct_files()))
     return sets
 
 
-def _spacing(path: Path) -> float:
-    ct = inspect_file(path, Path(path.name))
-    return float(np.mean(ct.pixel_spacing)) if ct.pixel_spacing else 0.7
-
-
-def _slice(path: Path):
-    return (path.name, load_ct(path).hu[0], _spacing(path))
-
-
-def _frames(path: Path):
-    sp = _spacing(path)
-    return [(f"{path.name}#{k}", frame, sp) for k, frame in enumerate(load_ct(path).hu)]
+def _as_rows(slices) -> list[tuple[str, np.ndarray, float]]:
+    """(label, HU, pixel spacing mm; 0.7 where a file has none) per frame."""
+    return [(s.name, s.hu, s.pixel_spacing_mm or 0.7) for s in slices]
 
 
 def make_pair(hu: np.ndarray, spacing: float, condition: str, value: float, seed: int):
