@@ -55,10 +55,20 @@ class DenoiseTransform:
         return self.denoiser.frames(hu)
 
 
-def check_job(job: DenoiseJob) -> None:
-    """Load the model once in the driver so a bad model path is a usage error, not N failures."""
+@dataclass(frozen=True)
+class Prebuilt:
+    """A factory holding an already built transform (in-process runs load the model once)."""
+
+    transform: DenoiseTransform
+
+    def build(self) -> DenoiseTransform:
+        return self.transform
+
+
+def build_checked(job: DenoiseJob) -> DenoiseTransform:
+    """Load the model in the driver so a bad model path is a usage error, not N failures."""
     try:
-        job.build()
+        return job.build()
     except (ModelFileError, ValueError, OSError) as exc:
         raise UsageError(str(exc)) from exc
 
@@ -73,6 +83,8 @@ def run(input_path, output_root, *, model_path=None, tile: int | None = None, ov
         raise UsageError(f"--overlap must be in [0, 1), got {overlap}")
     job = DenoiseJob(None if model_path is None else str(model_path), tile, overlap, device,
                      threads=1 if workers > 1 or scheduler else None)
-    check_job(DenoiseJob(job.model_path, tile, overlap, device))
-    return run_batch(input_path, output_root, job, force=force, workers=workers, scheduler=scheduler,
+    built = build_checked(DenoiseJob(job.model_path, tile, overlap, device))
+    in_process = workers == 1 and scheduler is None
+    return run_batch(input_path, output_root, Prebuilt(built) if in_process else job, force=force,
+                     workers=workers, scheduler=scheduler,
                      on_outcome=on_outcome, on_plan=on_plan)
