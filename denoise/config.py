@@ -92,12 +92,18 @@ class PatchConfig:
     per_epoch: int = 4096
     min_body_fraction: float = 0.3  # skip patches that are mostly air
     augment: bool = True  # flips and 90-degree rotations
+    # Share of Gaussian-noise patches that get a region set to air/padding with a
+    # perfectly sharp border (patches.hard_edge_batch), and that region's HU range.
+    hard_edge_fraction: float = 0.0
+    hard_edge_hu: tuple[float, float] = (-1024.0, -1000.0)
 
     def __post_init__(self):
         _check(8 <= self.size <= 1024, "patches.size must be in [8, 1024]")
         _check(self.batch_size >= 1, "patches.batch_size must be >= 1")
         _check(self.per_epoch >= self.batch_size, "patches.per_epoch must be >= patches.batch_size")
         _check(0.0 <= self.min_body_fraction <= 1.0, "patches.min_body_fraction must be in [0, 1]")
+        _check(0.0 <= self.hard_edge_fraction <= 1.0, "patches.hard_edge_fraction must be in [0, 1]")
+        object.__setattr__(self, "hard_edge_hu", _range("patches.hard_edge_hu", self.hard_edge_hu, -1e4, 1e4))
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,9 @@ class TrainingConfig:
     loss: str = "l2"
     early_stopping: int = 0  # epochs without validation improvement; 0 disables
     device: str = "cpu"
+    # Warm start: a saved model (path without .npz, relative to the working
+    # folder) whose weights replace the random initialization; "" starts fresh.
+    init: str = ""
 
     def __post_init__(self):
         _check(self.epochs >= 1, "training.epochs must be >= 1")

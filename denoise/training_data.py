@@ -21,7 +21,7 @@ from denoise.dicom.pixels import load_ct
 from denoise.dicom.scan import inspect_file
 from denoise.noise import Projection, add_gaussian, low_dose_pair, noisy_line_integrals, project, reconstruct
 from denoise.normalize import HUWindow
-from denoise.patches import BODY_HU, PatchSource, augment, gaussian_batch
+from denoise.patches import BODY_HU, PatchSource, augment, gaussian_batch, hard_edge_batch
 
 
 @dataclass
@@ -139,6 +139,10 @@ class TrainingPatches:
         n_ld = int(self.rng.binomial(n, self.noise.low_dose_fraction)) if self.low_dose_sources else 0
         clean, noisy = self._draw(self.clean_sources, n - n_ld) if n - n_ld else (None, None)
         if clean is not None:
+            if self.patches.hard_edge_fraction > 0:
+                clean = hard_edge_batch(clean, self.patches.hard_edge_fraction,
+                                        tuple(float(self.window.to_model(v)) for v in self.patches.hard_edge_hu),
+                                        self.rng)
             noisy = gaussian_batch(clean, self.sigma_model, self.rng)
         if n_ld:
             ld_clean, ld_noisy = self._draw(self.low_dose_sources, n_ld)

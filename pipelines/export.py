@@ -3,7 +3,8 @@
 Writes ``<out>.npz`` (weights only, no optimizer moments) and ``<out>.json``
 whose metadata says what the model is and where it came from: architecture,
 normalization, the training data (series, split, licences), the noise ranges,
-epochs, the validation metrics of the exported checkpoint, and the commands
+epochs, the model it was fine-tuned from (if any, with that model's own
+record), the validation metrics of the exported checkpoint, and the commands
 that reproduce it. Nothing patient-identifying is copied (the manifest holds
 only salted hashes).
 """
@@ -49,6 +50,24 @@ def training_data(manifests: list[str]) -> list[dict]:
     return out
 
 
+def warm_start_record(init: str) -> dict | None:
+    """Provenance of the model a run started from (``training.init``): its path,
+    weights hash and, when it was itself exported, its training and reproduce
+    records, so a fine-tuned model carries its whole recipe."""
+    if not init:
+        return None
+    record = {"path": init}
+    json_path = model_paths(init)[1]
+    if json_path.is_file():
+        doc = json.loads(json_path.read_text())
+        record["weights_sha256"] = doc.get("weights_sha256")
+        meta = doc.get("metadata") or {}
+        for key in ("noise", "training", "validation", "reproduce"):
+            if key in meta:
+                record[key] = meta[key]
+    return record
+
+
 def run(run_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str = "best",
         config_path: str | None = None, reproduce: list[str] | None = None) -> Path:
     """Export ``run_dir/checkpoints/<checkpoint>`` to ``out`` (.npz + .json)."""
@@ -74,7 +93,8 @@ def run(run_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str =
                      "exported_epoch": meta["epoch"], "steps": meta["step"], "seed": cfg.training.seed,
                      "loss": cfg.training.loss, "patch_size": cfg.patches.size,
                      "batch_size": cfg.patches.batch_size, "optimizer": cfg.optimizer.kind,
-                     "lr": cfg.optimizer.lr, "data": training_data(list(cfg.data.manifests))},
+                     "lr": cfg.optimizer.lr, "data": training_data(list(cfg.data.manifests)),
+                     "warm_start": warm_start_record(cfg.training.init)},
         "validation": {**meta["validation"], "sigma_hu": cfg.validation.sigma_hu,
                        "low_dose_i0": cfg.validation.low_dose_i0, "window_hu": list(cfg.validation.window),
                        "data_range": 1.0},

@@ -182,6 +182,8 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
     gif_index = len(vset.noisy) // 2
 
     model = ConvAutoencoder(cfg.model, rng, device=cfg.training.device)
+    if cfg.training.init and not resume:
+        warm_start(model, cfg)
     optimizer = make_optimizer(model, cfg.optimizer)
     rows: list[dict] = []
     start_epoch, step, best = 1, 0, -math.inf
@@ -260,6 +262,17 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
                 stopped_early = True
                 break
     return TrainResult(run_dir, rows[-1]["epoch"] if rows else 0, best, stopped_early, rows)
+
+
+def warm_start(model: ConvAutoencoder, cfg: RunConfig) -> None:
+    """Copy the weights of the saved model ``cfg.training.init`` into ``model``
+    (same architecture required; its optimizer state is not used)."""
+    init, _, _ = load_model(cfg.training.init, device=cfg.training.device)
+    if init.config != model.config:
+        raise ConfigError(f"training.init {cfg.training.init}: its architecture {init.config} "
+                          f"differs from [model] {model.config}")
+    for name, p in model.parameters().items():
+        p[...] = init.parameters()[name]
 
 
 def resumed_log(run_dir: Path, meta: dict) -> list[dict]:

@@ -78,3 +78,22 @@ def test_export_model_metadata(tmp_path, tiny_run):
 
     d = Denoiser.load(tmp_path / "models" / "m")
     assert d(np.zeros((24, 24), np.float32)).shape == (24, 24)
+    assert meta["training"]["warm_start"] is None
+
+
+def test_fine_tuned_model_records_what_it_started_from(tmp_path, tiny_run, tiny_manifest):
+    from pipelines import train
+    from tests.factory import write_config
+
+    stage1 = tmp_path / "stage1"
+    assert runner.invoke(cli.app, ["export-model", str(tiny_run), "--out", str(stage1)]).exit_code == 0
+    config = write_config(tmp_path, tiny_manifest, epochs=1)
+    config.write_text(config.read_text().replace("seed = 3", f'seed = 3\ninit = "{stage1.as_posix()}"'))
+    train.run(config, tmp_path / "run2", show_progress=False)
+    result = runner.invoke(cli.app, ["export-model", str(tmp_path / "run2"), "--out", str(tmp_path / "m2")])
+    assert result.exit_code == 0, result.output
+    warm = json.loads((tmp_path / "m2.json").read_text())["metadata"]["training"]["warm_start"]
+    stage1_doc = json.loads((tmp_path / "stage1.json").read_text())
+    assert warm["path"] == stage1.as_posix()
+    assert warm["weights_sha256"] == stage1_doc["weights_sha256"]
+    assert warm["training"] == stage1_doc["metadata"]["training"] and warm["reproduce"]

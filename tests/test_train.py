@@ -9,16 +9,16 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from denoise.config import ConfigError, load_config, to_toml
-from denoise.nn import load_model
+from denoise.config import ConfigError, config_from_dict, load_config, to_toml
+from denoise.nn import ConvAutoencoder, load_model, save_model
 from denoise.normalize import HUWindow
-from denoise.patches import PatchSource, augment
+from denoise.patches import PatchSource, augment, hard_edge_batch
 from pipelines import train as train_job
 from tests.factory import PATIENT_ID, PATIENT_NAME, write_config
 
 
 def test_shipped_configs_load_and_round_trip(tmp_path):
-    for name in ("quick_chest", "default_ct"):
+    for name in ("quick_chest", "default_ct", "default_ct_finetune"):
         cfg = load_config(cli.Path(cli.__file__).parent / "pipelines" / "configs" / f"{name}.toml")
         again = tmp_path / f"{name}.toml"
         again.write_text(to_toml(cfg.to_dict()))
@@ -32,6 +32,8 @@ def test_shipped_configs_load_and_round_trip(tmp_path):
     ("[training]\nepoch = 3\n", "unknown key"),
     ("[noise]\ngaussian_sigma_hu = [50, 5]\n", "noise.gaussian_sigma_hu"),
     ("not toml = = 1", "invalid TOML"),
+    ("[patches]\nhard_edge_fraction = 1.5\n", "patches.hard_edge_fraction"),
+    ("[patches]\nhard_edge_hu = [0, -1000]\n", "patches.hard_edge_hu"),
 ])
 def test_bad_configs_name_the_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"
@@ -52,6 +54,37 @@ def test_patches_skip_air_and_augment_consistently():
     np.testing.assert_array_equal(out_b, out_a + 1.0)  # same transform for input and target
     assert not np.array_equal(out_a, a)
     assert np.allclose(np.sort(out_a.reshape(64, -1)), np.sort(a.reshape(64, -1)))  # a permutation
+
+
+def test_hard_edge_patches_are_sharp_constant_regions():
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.3, 0.7, size=(400, 32, 32)).astype(np.float32)
+    assert hard_edge_batch(clean, 0.0, (-0.1, -0.05), rng) is clean
+    out = hard_edge_batch(clean, 0.5, (-0.1, -0.05), rng)
+    assert out.dtype == np.float32 and out.shape == clean.shape
+    changed = out != clean
+    edited = changed.any(axis=(1, 2))
+    assert 0.4 < edited.mean() < 0.6  # about `fraction` of the patches
+    # Each edited patch: one constant in range where changed, the original elsewhere.
+    vals = np.where(changed, out, np.nan)
+    lo, hi = np.nanmin(vals[edited], axis=(1, 2)), np.nanmax(vals[edited], axis=(1, 2))
+    np.testing.assert_array_equal(lo, hi)
+    assert (lo >= -0.1).all() and (lo <= -0.05).all()
+    share = changed[edited].mean(axis=(1, 2))
+    assert 0.1 < share.mean() < 0.9 and (share < 1).mean() > 0.9  # regions, not whole patches
+
+
+def test_warm_start_copies_weights_and_refuses_another_architecture(tmp_path):
+    donor = ConvAutoencoder({"channels": [4, 8]}, np.random.default_rng(5))
+    save_model(tmp_path / "donor", donor)
+    cfg = config_from_dict({"model": {"channels": [4, 8]}, "training": {"init": str(tmp_path / "donor")}})
+    model = ConvAutoencoder(cfg.model, np.random.default_rng(6))
+    train_job.warm_start(model, cfg)
+    for name, w in donor.parameters().items():
+        np.testing.assert_array_equal(model.parameters()[name], w, err_msg=name)
+    other = config_from_dict({"model": {"channels": [4, 16]}, "training": {"init": str(tmp_path / "donor")}})
+    with pytest.raises(ConfigError, match="architecture"):
+        train_job.warm_start(ConvAutoencoder(other.model, np.random.default_rng(6)), other)
 
 
 def test_learning_rate_schedule():
