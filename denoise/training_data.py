@@ -116,6 +116,7 @@ class TrainingPatches:
             self.clean_sources.append(PatchSource.build(window.to_model(hu), hu > BODY_HU, size=patches.size,
                                                         min_body_fraction=patches.min_body_fraction))
         self.sigma_model = tuple(window.sigma_to_model(s) for s in noise.gaussian_sigma_hu)
+        self.hard_edge_model = tuple(float(window.to_model(v)) for v in patches.hard_edge_hu)
         self.bank = (LowDoseBank(slices, noise, window, rng) if noise.low_dose_fraction > 0 else None)
         self.low_dose_sources = self.bank.sources(patches) if self.bank else []
 
@@ -140,9 +141,7 @@ class TrainingPatches:
         clean, noisy = self._draw(self.clean_sources, n - n_ld) if n - n_ld else (None, None)
         if clean is not None:
             if self.patches.hard_edge_fraction > 0:
-                clean = hard_edge_batch(clean, self.patches.hard_edge_fraction,
-                                        tuple(float(self.window.to_model(v)) for v in self.patches.hard_edge_hu),
-                                        self.rng)
+                clean = hard_edge_batch(clean, self.patches.hard_edge_fraction, self.hard_edge_model, self.rng)
             noisy = gaussian_batch(clean, self.sigma_model, self.rng)
         if n_ld:
             ld_clean, ld_noisy = self._draw(self.low_dose_sources, n_ld)

@@ -74,6 +74,24 @@ def test_hard_edge_patches_are_sharp_constant_regions():
     assert 0.1 < share.mean() < 0.9 and (share < 1).mean() > 0.9  # regions, not whole patches
 
 
+def test_training_batches_carry_hard_edges_through_to_the_target():
+    from denoise.config import NoiseConfig, PatchConfig
+    from denoise.training_data import Slice, TrainingPatches
+
+    hu = np.random.default_rng(0).normal(40.0, 20.0, size=(2, 64, 64)).astype(np.float32)
+    window = HUWindow()
+    patches = TrainingPatches([Slice(h, 0.7, f"s{i}") for i, h in enumerate(hu)], window=window,
+                              noise=NoiseConfig(gaussian_sigma_hu=(0.0, 0.0)),
+                              patches=PatchConfig(size=16, batch_size=64, hard_edge_fraction=1.0,
+                                                  hard_edge_hu=(-1300.0, -1200.0)),
+                              rng=np.random.default_rng(1))
+    noisy, clean = patches.batch()
+    np.testing.assert_array_equal(noisy, clean)  # sigma 0: the edited patch is input and target alike
+    lo, hi = window.to_model(np.array([-1300.0, -1200.0]))
+    in_range = (clean >= lo) & (clean <= hi)
+    assert in_range.any(axis=(1, 2, 3)).mean() > 0.9 and in_range.mean() < 0.9
+
+
 def test_warm_start_copies_weights_and_refuses_another_architecture(tmp_path):
     donor = ConvAutoencoder({"channels": [4, 8]}, np.random.default_rng(5))
     save_model(tmp_path / "donor", donor)
