@@ -68,6 +68,7 @@ class NoiseConfig:
     epoch)."""
 
     gaussian_sigma_hu: tuple[float, float] = (5.0, 120.0)
+    gaussian_log_fraction: float = 0.0  # share drawn log-uniformly instead (patches.gaussian_batch)
     low_dose_fraction: float = 0.0
     low_dose_i0: tuple[float, float] = (3e4, 1e6)
     low_dose_views: int = 720
@@ -79,6 +80,7 @@ class NoiseConfig:
                            _range("noise.gaussian_sigma_hu", self.gaussian_sigma_hu, 0.0, 1e4))
         object.__setattr__(self, "low_dose_i0", _range("noise.low_dose_i0", self.low_dose_i0, 1.0, 1e9))
         _check(0.0 <= self.low_dose_fraction <= 1.0, "noise.low_dose_fraction must be in [0, 1]")
+        _check(0.0 <= self.gaussian_log_fraction <= 1.0, "noise.gaussian_log_fraction must be in [0, 1]")
         _check(self.low_dose_views >= 16, "noise.low_dose_views must be >= 16")
         _check(self.low_dose_bank_slices >= 1, "noise.low_dose_bank_slices must be >= 1")
         _check(0 <= self.low_dose_refresh <= self.low_dose_bank_slices,

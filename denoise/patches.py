@@ -85,10 +85,23 @@ def augment(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarr
     return out
 
 
-def gaussian_batch(clean: np.ndarray, sigma_range: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+def gaussian_batch(clean: np.ndarray, sigma_range: tuple[float, float], rng: np.random.Generator,
+                   log_fraction: float = 0.0) -> np.ndarray:
     """Add white Gaussian noise with a per-patch sigma drawn uniformly from
-    ``sigma_range`` (model-space units) to clean patches (n, p, p)."""
-    sigma = rng.uniform(sigma_range[0], sigma_range[1], size=(clean.shape[0], 1, 1)).astype(np.float32)
+    ``sigma_range`` (model-space units) to clean patches (n, p, p).
+
+    With ``log_fraction`` > 0 that share of the patches draws sigma log-uniformly
+    instead, over [max(low, high / 100), high]: more patches at low noise, where
+    an L2 loss dominated by the noisiest patches otherwise gives little signal.
+    """
+    n = clean.shape[0]
+    lo, hi = sigma_range
+    sigma = rng.uniform(lo, hi, size=n)
+    if log_fraction > 0 and hi > 0:
+        log_lo = np.log(max(lo, hi / 100.0))
+        use_log = rng.random(n) < log_fraction
+        sigma = np.where(use_log, np.exp(rng.uniform(log_lo, np.log(hi), size=n)), sigma)
+    sigma = sigma.astype(np.float32).reshape(n, 1, 1)
     return clean + sigma * rng.standard_normal(clean.shape, dtype=np.float32)
 
 

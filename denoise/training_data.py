@@ -142,7 +142,7 @@ class TrainingPatches:
         if clean is not None:
             if self.patches.hard_edge_fraction > 0:
                 clean = hard_edge_batch(clean, self.patches.hard_edge_fraction, self.hard_edge_model, self.rng)
-            noisy = gaussian_batch(clean, self.sigma_model, self.rng)
+            noisy = gaussian_batch(clean, self.sigma_model, self.rng, self.noise.gaussian_log_fraction)
         if n_ld:
             ld_clean, ld_noisy = self._draw(self.low_dose_sources, n_ld)
             clean = ld_clean if clean is None else np.concatenate([clean, ld_clean])

@@ -12,7 +12,7 @@ import cli
 from denoise.config import ConfigError, config_from_dict, load_config, to_toml
 from denoise.nn import ConvAutoencoder, load_model, save_model
 from denoise.normalize import HUWindow
-from denoise.patches import PatchSource, augment, hard_edge_batch
+from denoise.patches import PatchSource, augment, gaussian_batch, hard_edge_batch
 from pipelines import train as train_job
 from tests.factory import PATIENT_ID, PATIENT_NAME, write_config
 
@@ -90,6 +90,19 @@ def test_training_batches_carry_hard_edges_through_to_the_target():
     lo, hi = window.to_model(np.array([-1300.0, -1200.0]))
     in_range = (clean >= lo) & (clean <= hi)
     assert in_range.any(axis=(1, 2, 3)).mean() > 0.9 and in_range.mean() < 0.9
+
+
+def test_gaussian_sigma_uniform_or_partly_log_uniform():
+    clean = np.zeros((4000, 4, 4), np.float32)
+    # log_fraction 0 keeps the original draws (and so old runs' random streams) exactly.
+    a = gaussian_batch(clean, (0.0, 0.06), np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    sigma = rng.uniform(0.0, 0.06, size=4000).astype(np.float32).reshape(-1, 1, 1)
+    np.testing.assert_array_equal(a, sigma * rng.standard_normal(clean.shape, dtype=np.float32))
+    est = gaussian_batch(clean, (0.0, 0.06), np.random.default_rng(8), log_fraction=1.0).std(axis=(1, 2))
+    assert est.max() < 0.06 * 1.8 and est.min() > 0.0006 * 0.2
+    # log-uniform over [0.0006, 0.06]: the median sigma is 0.006, the uniform one 0.03
+    assert np.median(est) < 0.012 and np.median(a.std(axis=(1, 2))) > 0.02
 
 
 def test_warm_start_copies_weights_and_refuses_another_architecture(tmp_path):
