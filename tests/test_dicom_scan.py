@@ -6,7 +6,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from denoise.dicom import scan
-from denoise.dicom.scan import inspect_file
+from denoise.dicom.scan import SkipFile, inspect_file
 from denoise.samples import sample_path
 from tests.factory import ct_dataset, save, write_series
 
@@ -178,3 +178,13 @@ def test_unreadable_file_is_reported(tmp_path):
 def test_path_is_posix_relative(series_dir):
     for f in scan(series_dir).files:
         assert not Path(str(f.relpath)).is_absolute()
+
+
+def test_skip_reasons_quoting_header_values_stay_on_one_line(tmp_path):
+    # Found by hypothesis: Modality "\n" put a line break into the reason.
+    ds = ct_dataset()
+    ds.Modality = "M\nR"
+    path = save(ds, tmp_path / "odd.dcm")
+    with pytest.raises(SkipFile) as err:
+        inspect_file(path, PurePosixPath("odd.dcm"))
+    assert str(err.value) == "not CT (Modality M R)"

@@ -127,10 +127,11 @@ class ScanResult:
 
 
 class SkipFile(Exception):
-    """Raised inside inspection to skip a file with a one-line reason."""
+    """Raised inside inspection to skip a file with a one-line reason (header
+    values quoted in it may hold line breaks: they are folded here)."""
 
     def __init__(self, reason: str, *, bad: bool = True):
-        super().__init__(reason)
+        super().__init__(one_line(reason, limit=1000))
         self.bad = bad
 
 
