@@ -271,8 +271,9 @@ def warm_start(model: ConvAutoencoder, cfg: RunConfig) -> None:
     if init.config != model.config:
         raise ConfigError(f"training.init {cfg.training.init}: its architecture {init.config} "
                           f"differs from [model] {model.config}")
+    source = init.parameters()
     for name, p in model.parameters().items():
-        p[...] = init.parameters()[name]
+        p[...] = source[name]
 
 
 def resumed_log(run_dir: Path, meta: dict) -> list[dict]:
