@@ -25,7 +25,16 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from denoise.nn import DEFAULT_ARCH, Adam, ConvAutoencoder, conv, get_num_threads, mse_loss, set_num_threads
+from denoise.nn import (
+    DEFAULT_ARCH,
+    Adam,
+    ConvAutoencoder,
+    DataParallel,
+    conv,
+    get_num_threads,
+    mse_loss,
+    set_num_threads,
+)
 
 
 def timed(fn, *, warmup: int, repeats: int) -> tuple[float, float]:
@@ -40,11 +49,18 @@ def timed(fn, *, warmup: int, repeats: int) -> tuple[float, float]:
     return float(np.median(times)), float(max(times))
 
 
-def numpy_step(model, opt, x, target):
+def numpy_step(model, opt, x, target, *, data_parallel: bool):
+    """One training step as pipelines/train.py runs it (batch shards per thread), or with
+    only the convolutions split into tiles over the threads."""
+    parallel = DataParallel(model)
+
     def step():
         model.zero_grad()
-        _, dy = mse_loss(model.forward(x), target)
-        model.backward(dy)
+        if data_parallel:
+            parallel.forward_backward(x, target, mse_loss)
+        else:
+            _, dy = mse_loss(model.forward(x), target)
+            model.backward(dy)
         opt.step(model.gradients())
     return step
 
@@ -186,6 +202,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--arch", type=json.loads, default={}, help='JSON overrides, e.g. \'{"skip": "concat"}\'')
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--tiles-only", action="store_true",
+                    help="split only the convolutions over the threads, not the batch (the pre-DataParallel step)")
     ap.add_argument("--blas-study", action="store_true")
     args = ap.parse_args()
 
@@ -204,10 +222,12 @@ def main() -> None:
           f"NumPy conv worker threads {get_num_threads()}, BLAS pinned to 1 inside tiles")
 
     flops_train = 3 * model.flops(args.patch, args.patch) * args.batch  # forward, dX, dW
-    step_s, step_max = timed(numpy_step(model, Adam(model.parameters(), lr=1e-4), x, target),
+    step_fn = numpy_step(model, Adam(model.parameters(), lr=1e-4), x, target, data_parallel=not args.tiles_only)
+    step_s, step_max = timed(step_fn,
                              warmup=args.warmup, repeats=args.repeats)
     infer_s = timed(lambda: model.predict(slice_512), warmup=1, repeats=3)[0]
-    print(f"\nNumPy  train step (batch {args.batch} x {args.patch}^2): {step_s * 1e3:7.1f} ms "
+    split = "convolution tiles" if args.tiles_only else "batch shards (DataParallel)"
+    print(f"\nNumPy  train step (batch {args.batch} x {args.patch}^2, {split} over threads): {step_s * 1e3:7.1f} ms "
           f"(max {step_max * 1e3:.1f}), {flops_train / step_s / 1e9:5.1f} GFLOP/s "
           f"[{flops_train / 1e9:.2f} GFLOP/step]")
     print(f"NumPy  inference 512x512: {infer_s:.3f} s, "

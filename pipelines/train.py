@@ -32,7 +32,17 @@ from denoise.atomic import atomic_path, write_json, write_text
 from denoise.backend import array_module, to_numpy
 from denoise.config import ConfigError, RunConfig, config_from_dict, load_config, to_toml
 from denoise.manifest import load_manifest, split_files
-from denoise.nn import SGD, Adam, ConvAutoencoder, clip_grad_norm, l1_loss, load_model, mse_loss, save_model
+from denoise.nn import (
+    SGD,
+    Adam,
+    ConvAutoencoder,
+    DataParallel,
+    clip_grad_norm,
+    l1_loss,
+    load_model,
+    mse_loss,
+    save_model,
+)
 from denoise.normalize import HUWindow
 from denoise.training_data import TrainingPatches, ValidationSet, load_slices, make_validation_set
 
@@ -201,6 +211,7 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
     patches = TrainingPatches(train_slices, window=window, noise=cfg.noise, patches=cfg.patches, rng=rng)
     xp = array_module(cfg.training.device)
     loss_fn = mse_loss if cfg.training.loss == "l2" else l1_loss
+    parallel = DataParallel(model)  # batch shards on the worker threads (plain on one thread / GPU)
     steps_per_epoch = cfg.patches.per_epoch // cfg.patches.batch_size
     total_steps = steps_per_epoch * cfg.training.epochs
     stale = epochs_since_best(rows)
@@ -218,8 +229,7 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
                 noisy, clean = patches.batch()
                 noisy, clean = xp.asarray(noisy), xp.asarray(clean)
                 model.zero_grad()
-                loss, grad = loss_fn(model.forward(noisy), clean)
-                model.backward(grad)
+                loss = parallel.forward_backward(noisy, clean, loss_fn)
                 grads = model.gradients()
                 norms.append(clip_grad_norm(grads, cfg.optimizer.grad_clip) if cfg.optimizer.grad_clip
                              else float(math.sqrt(sum(float((g * g).sum()) for g in grads.values()))))

@@ -11,7 +11,9 @@ as fast; see ``benchmarks/train_step.py --blas-study``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,6 +23,7 @@ from threadpoolctl import ThreadpoolController
 _num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _pool: ThreadPoolExecutor | None = None
 _controller: ThreadpoolController | None = None
+_local = threading.local()  # .inline: this thread runs one shard of run_shards; no nested splitting
 
 
 def _forget_pool_in_child() -> None:
@@ -50,8 +53,14 @@ def get_num_threads() -> int:
 
 
 def blas_single_thread():
-    """Context pinning BLAS to one thread while our own threads share the cores."""
+    """Context pinning BLAS to one thread while our own threads share the cores.
+
+    Inside a :func:`run_shards` worker BLAS is already pinned (the limit is
+    process-wide), so this is a no-op there.
+    """
     global _controller
+    if getattr(_local, "inline", False):
+        return contextlib.nullcontext()
     if _controller is None:
         _controller = ThreadpoolController()
     return _controller.limit(limits=1, user_api="blas")
@@ -64,11 +73,37 @@ def run_split(fn: Callable[[Sequence], Any], tasks: Sequence) -> list:
     tile matmuls OpenBLAS measured 10-20x slower. One thread or one task runs
     ``fn(tasks)`` inline (the CuPy path, tiny arrays).
     """
-    global _pool
-    n = min(_num_threads, len(tasks))
+    n = 1 if getattr(_local, "inline", False) else min(_num_threads, len(tasks))
     with blas_single_thread():
         if n <= 1:
             return [fn(tasks)]
-        if _pool is None:
-            _pool = ThreadPoolExecutor(_num_threads, thread_name_prefix="denoise-nn")
-        return list(_pool.map(fn, [tasks[i::n] for i in range(n)]))
+        return list(_get_pool().map(fn, [tasks[i::n] for i in range(n)]))
+
+
+def run_shards(fn: Callable[[int], Any], n: int) -> list:
+    """Run ``fn(0) ... fn(n - 1)`` one per worker thread; return the results in order.
+
+    For data parallelism: each call does a whole share of the work (e.g. a
+    shard of the batch through the whole network), so everything in it runs on
+    its thread, the element-wise steps too, and :func:`run_split` inside it
+    runs inline. BLAS is pinned to one thread once, around all of them.
+    """
+    if n <= 1 or getattr(_local, "inline", False):
+        return [fn(i) for i in range(n)]
+
+    def marked(i):
+        _local.inline = True
+        try:
+            return fn(i)
+        finally:
+            _local.inline = False
+
+    with blas_single_thread():
+        return list(_get_pool().map(marked, range(n)))
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(_num_threads, thread_name_prefix="denoise-nn")
+    return _pool

@@ -1,0 +1,79 @@
+"""DataParallel: batch shards on worker threads give the plain step's loss and gradients."""
+
+import numpy as np
+import pytest
+
+from denoise.nn import Adam, ConvAutoencoder, DataParallel, l1_loss, mse_loss
+from denoise.nn.threads import get_num_threads, run_shards, set_num_threads
+
+ARCH = {"channels": [4, 8], "skip": "concat", "residual": True}
+
+
+@pytest.fixture
+def threads():
+    before = get_num_threads()
+    yield set_num_threads
+    set_num_threads(before)
+
+
+def plain_loss_and_grads(model, x, target, loss_fn):
+    model.zero_grad()
+    loss, grad = loss_fn(model.forward(x), target)
+    model.backward(grad)
+    return loss, {k: v.copy() for k, v in model.gradients().items()}
+
+
+@pytest.mark.parametrize("n_threads,batch", [(2, 5), (3, 4), (2, 1)])
+@pytest.mark.parametrize("loss_fn", [mse_loss, l1_loss])
+def test_sharded_step_matches_plain_step(threads, rng, n_threads, batch, loss_fn):
+    # Uneven shards (5 over 2 threads, 4 over 3) must be weighted by their share of the batch.
+    model = ConvAutoencoder(ARCH, np.random.default_rng(0), dtype=np.float64)
+    x = rng.random((batch, 8, 12, 1))
+    target = rng.random((batch, 8, 12, 1))
+    threads(1)
+    loss_ref, grads_ref = plain_loss_and_grads(model, x, target, loss_fn)
+
+    threads(n_threads)
+    model.zero_grad()
+    loss = DataParallel(model).forward_backward(x, target, loss_fn)
+
+    assert loss == pytest.approx(loss_ref, rel=1e-12)
+    for k, g in model.gradients().items():
+        np.testing.assert_allclose(g, grads_ref[k], rtol=1e-10, atol=1e-14, err_msg=k)
+
+
+def test_replicas_follow_optimizer_updates_and_keep_own_gradients(threads, rng):
+    # The replica must see the optimizer's in-place update: a second step equals a plain second step.
+    threads(2)
+    x, target = rng.random((4, 8, 8, 1)), rng.random((4, 8, 8, 1))
+    models = [ConvAutoencoder(ARCH, np.random.default_rng(0), dtype=np.float64) for _ in range(2)]
+    parallel = DataParallel(models[0])
+    opts = [Adam(m.parameters(), lr=1e-2) for m in models]
+    for _ in range(2):
+        models[0].zero_grad()
+        loss = parallel.forward_backward(x, target, mse_loss)
+        opts[0].step(models[0].gradients())
+        loss_ref, grads_ref = plain_loss_and_grads(models[1], x, target, mse_loss)
+        opts[1].step(models[1].gradients())
+        assert loss == pytest.approx(loss_ref, rel=1e-12)
+    for k, p in models[0].parameters().items():
+        np.testing.assert_allclose(p, models[1].parameters()[k], rtol=1e-10, atol=1e-13, err_msg=k)
+    replica = parallel._replica(1)
+    assert replica.parameters()["decoder.head.weight"] is models[0].parameters()["decoder.head.weight"]
+    assert replica.gradients()["decoder.head.weight"] is not models[0].gradients()["decoder.head.weight"]
+
+
+def test_run_shards_runs_every_shard_once_and_nested_splits_inline(threads):
+    from denoise.nn import threads as T
+
+    threads(2)
+    seen = []
+
+    def shard(i):
+        inner = T.run_split(lambda share: list(share), list(range(6)))
+        seen.append(i)
+        return i * 10, len(inner)
+
+    assert run_shards(shard, 3) == [(0, 1), (10, 1), (20, 1)]  # one inline share inside a shard
+    assert sorted(seen) == [0, 1, 2]
+    assert len(T.run_split(lambda share: list(share), list(range(6)))) == 2  # outside: split again
