@@ -144,6 +144,9 @@ def denoise(
     force: Annotated[bool, typer.Option(help="Overwrite outputs that are not this model's result.")] = False,
     tile: Annotated[int | None, typer.Option(help="Tiled inference with N x N tiles (bounds memory).")] = None,
     overlap: Annotated[float, typer.Option(help="Tile overlap fraction, with --tile.")] = 0.25,
+    ensemble: Annotated[int, typer.Option(
+        help="Average the model over 1, 2, 4 (flips) or 8 (flips and transposes) views; "
+             "more is cleaner and proportionally slower.")] = 4,
     device: Annotated[str, typer.Option(help="cpu or gpu (needs CuPy).")] = "cpu",
     scheduler: Annotated[str | None, typer.Option(
         help="Distribute files over a Dask cluster at this address (tcp://HOST:PORT); needs .[dask].")] = None,
@@ -158,7 +161,7 @@ def denoise(
     try:
         with batch_progress("denoise") as (on_plan, on_outcome):
             report = job.run(input, output, model_path=model, tile=tile, overlap=overlap, device=device,
-                             force=force, workers=workers, scheduler=dask or scheduler,
+                             ensemble=ensemble, force=force, workers=workers, scheduler=dask or scheduler,
                              on_plan=on_plan, on_outcome=on_outcome)
     except (UsageError, DeviceError) as exc:
         raise fail(str(exc)) from exc

@@ -21,6 +21,7 @@ The same comparison for any folder through the CLI:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -33,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from denoise import metrics  # noqa: E402
 from denoise.baselines import BaselineUnavailable, available_baselines, run_baseline  # noqa: E402
-from denoise.inference import Denoiser  # noqa: E402
+from denoise.inference import DEFAULT_ENSEMBLE, Denoiser  # noqa: E402
 from denoise.manifest import load_manifest, split_files  # noqa: E402
 from denoise.noise import add_gaussian, low_dose_pair  # noqa: E402
 from denoise.samples import sample_ct_files  # noqa: E402
@@ -71,8 +72,11 @@ def make_pair(hu: np.ndarray, spacing: float, condition: str, value: float, seed
     return low_dose_pair(hu, i0=value, pixel_spacing_mm=spacing, rng=rng)
 
 
-def evaluate(sets, methods, denoiser, *, log=print) -> dict:
-    """{set: {condition: {method: {psnr, ssim, seconds_per_512}}}} plus kept examples."""
+def evaluate(sets, methods, denoisers: dict, *, log=print) -> dict:
+    """{set: {condition: {method: {psnr, ssim, seconds_per_512}}}} plus kept examples.
+
+    ``denoisers``: {method name: Denoiser}; other methods are classical baselines.
+    """
     results, examples = {}, {}
     for set_name, slices in sets.items():
         results[set_name] = {}
@@ -83,7 +87,7 @@ def evaluate(sets, methods, denoiser, *, log=print) -> dict:
                 outs = {"noisy": (noisy, 0.0)}
                 for m in methods:
                     t0 = time.perf_counter()
-                    out = denoiser(noisy) if m == "model" else run_baseline(m, noisy)
+                    out = denoisers[m](noisy) if m in denoisers else run_baseline(m, noisy)
                     outs[m] = (out, time.perf_counter() - t0)
                 for m, (out, secs) in outs.items():
                     a = acc.setdefault(m, {"psnr": [], "ssim": [], "secs": []})
@@ -145,7 +149,8 @@ def figure(example: dict, methods: list[str], path: Path) -> None:
     example = {k: v[r0:r0 + size, c0:c0 + size] for k, v in example.items()}
     clean = example["clean"]
     box = pick_zoom_box(clean, 48)
-    order = ["noisy", "model"] + (["bm3d"] if "bm3d" in methods else [m for m in methods if m != "model"][:1])
+    classical = [m for m in methods if not m.startswith("model")]
+    order = ["noisy", "model"] + (["bm3d"] if "bm3d" in methods else classical[:1])
     tiles = [(m, example[m]) for m in order] + [("clean", clean)]
     tiles = [(name, hu) for name, hu in tiles]
     header = "  ".join(f"{name} {metrics.psnr(clean, hu, window=WINDOW):.2f} dB" for name, hu in tiles[:-1])
@@ -156,6 +161,9 @@ def figure(example: dict, methods: list[str], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="model path (default: the bundled model)")
+    ap.add_argument("--ensemble", type=int, default=DEFAULT_ENSEMBLE,
+                    help="self-ensemble views of 'model' (as ct-denoise denoise --ensemble); "
+                         "the column 'model_1view' is the single pass")
     ap.add_argument("--slices", type=int, default=12, help="test-patient slices, evenly spread")
     ap.add_argument("--no-bm3d", action="store_true", help="skip BM3D (about 10 s per slice)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -164,15 +172,18 @@ def main() -> None:
                     help="before/after PNG: noisy | model | BM3D | clean at sigma 50 on the test patient")
     args = ap.parse_args()
 
-    denoiser = Denoiser.load(args.model)
-    methods = ["model"] + [m for m in ("nlm", "tv", "wavelet", "bm3d")
+    denoiser = Denoiser.load(args.model, ensemble=args.ensemble)
+    denoisers = {"model": denoiser}
+    if args.ensemble > 1:
+        denoisers["model_1view"] = dataclasses.replace(denoiser, ensemble=1)
+    methods = list(denoisers) + [m for m in ("nlm", "tv", "wavelet", "bm3d")
                            if m in available_baselines() and not (m == "bm3d" and args.no_bm3d)]
     if "bm3d" not in methods and not args.no_bm3d:
         print("note: BM3D skipped: the optional bm3d package is not installed (pip install .[bm3d])")
     sets = load_sets(args.slices)
-    print(f"model {denoiser.model_id}; methods {', '.join(methods)}")
+    print(f"model {denoiser.model_id}, {args.ensemble}-view self-ensemble; methods {', '.join(methods)}")
     try:
-        out = evaluate(sets, methods, denoiser)
+        out = evaluate(sets, methods, denoisers)
     except BaselineUnavailable as exc:
         raise SystemExit(str(exc)) from exc
     n = {k: len(v) for k, v in sets.items()}
@@ -181,7 +192,8 @@ def main() -> None:
     if args.markdown:
         args.markdown.write_text(table + "\n")
     if args.json:
-        args.json.write_text(json.dumps({"model": denoiser.model_id, "window_hu": WINDOW, "data_range": 1.0,
+        args.json.write_text(json.dumps({"model": denoiser.model_id, "ensemble": args.ensemble,
+                                         "window_hu": WINDOW, "data_range": 1.0,
                                          "slices": n, "results": out["results"]}, indent=2))
     if args.figure:
         key = next(iter(sets)), "gauss50"

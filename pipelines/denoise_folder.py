@@ -15,7 +15,7 @@ import numpy as np
 from denoise.batch import BatchReport, UsageError, run_batch
 from denoise.dicom.scan import CTFile
 from denoise.dicom.write import Derivation
-from denoise.inference import Denoiser
+from denoise.inference import DEFAULT_ENSEMBLE, Denoiser, check_ensemble
 from denoise.nn import ModelFileError
 
 
@@ -28,20 +28,24 @@ class DenoiseJob:
     overlap: float = 0.25
     device: str = "cpu"
     threads: int | None = None  # convolution threads in this process (None: one per core)
+    ensemble: int = DEFAULT_ENSEMBLE  # geometric self-ensemble views (denoise.inference)
 
     def build(self) -> DenoiseTransform:
         if self.threads is not None:
             from denoise.nn import set_num_threads
 
             set_num_threads(self.threads)
-        denoiser = Denoiser.load(self.model_path, device=self.device, tile=self.tile, overlap=self.overlap)
+        denoiser = Denoiser.load(self.model_path, device=self.device, tile=self.tile, overlap=self.overlap,
+                                 ensemble=self.ensemble)
         return DenoiseTransform(denoiser, derivation_for(denoiser, self.tile, self.overlap))
 
 
 def derivation_for(denoiser: Denoiser, tile: int | None, overlap: float) -> Derivation:
     how = "whole slice" if tile is None else f"tiles {tile} px, overlap {overlap:g}"
+    how += f", mean of {denoiser.ensemble} flipped views" if denoiser.ensemble > 1 else ""
     return Derivation(
-        key=f"ct-denoise denoise model={denoiser.model_id} tile={tile} overlap={overlap:g}",
+        key=f"ct-denoise denoise model={denoiser.model_id} tile={tile} overlap={overlap:g} "
+            f"ensemble={denoiser.ensemble}",
         description=f"Denoised by ct-denoise (NumPy convolutional autoencoder {denoiser.model_id}, {how})",
         series_suffix="denoised")
 
@@ -75,15 +79,19 @@ def build_checked(job: DenoiseJob) -> DenoiseTransform:
 
 def run(input_path, output_root, *, model_path=None, tile: int | None = None, overlap: float = 0.25,
         device: str = "cpu", force: bool = False, workers: int = 1, scheduler: str | None = None,
-        on_outcome=None, on_plan=None) -> BatchReport:
+        on_outcome=None, on_plan=None, ensemble: int = DEFAULT_ENSEMBLE) -> BatchReport:
     """Denoise every CT file under ``input_path`` into ``output_root``."""
+    try:
+        check_ensemble(ensemble)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     if tile is not None and tile < 8:
         raise UsageError(f"--tile must be >= 8 pixels, got {tile}")
     if not 0 <= overlap < 1:
         raise UsageError(f"--overlap must be in [0, 1), got {overlap}")
     job = DenoiseJob(None if model_path is None else str(model_path), tile, overlap, device,
-                     threads=1 if workers > 1 or scheduler else None)
-    built = build_checked(DenoiseJob(job.model_path, tile, overlap, device))
+                     threads=1 if workers > 1 or scheduler else None, ensemble=ensemble)
+    built = build_checked(DenoiseJob(job.model_path, tile, overlap, device, ensemble=ensemble))
     in_process = workers == 1 and scheduler is None
     return run_batch(input_path, output_root, Prebuilt(built) if in_process else job, force=force,
                      workers=workers, scheduler=scheduler,

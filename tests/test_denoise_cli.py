@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from denoise.inference import Denoiser, tiled
+from denoise.inference import VIEWS, Denoiser, self_ensemble, tiled
 from denoise.normalize import HUWindow
 from tests.factory import PATIENT_ID, phantom_hu
 
@@ -81,6 +81,9 @@ def test_denoise_usage_errors(tmp_path, series_dir, tiny_model):
     bad_tile = runner.invoke(cli.app, ["denoise", str(series_dir), str(tmp_path / "o"), "--model",
                                        str(tiny_model), "--tile", "2"])
     assert bad_tile.exit_code == 2 and "--tile" in bad_tile.output
+    bad_views = runner.invoke(cli.app, ["denoise", str(series_dir), str(tmp_path / "o"), "--model",
+                                        str(tiny_model), "--ensemble", "3"])
+    assert bad_views.exit_code == 2 and "--ensemble must be one of 1, 2, 4, 8" in bad_views.output
     empty = tmp_path / "empty"
     empty.mkdir()
     nothing = runner.invoke(cli.app, ["denoise", str(empty), str(tmp_path / "o"), "--model", str(tiny_model)])
@@ -149,3 +152,35 @@ def test_a_task_dying_on_a_dask_worker_is_reported(tmp_path, series_dir, tiny_mo
     failed = [o for o in report.outcomes if o.status == "failed"]
     assert [o.relpath for o in failed] == ["series1/IM_0002"] and "simulated worker failure" in failed[0].reason
     assert report.count("written") == 3 and report.exit_code == 1
+
+
+def test_views_are_eight_distinct_and_inverted_exactly():
+    a = np.arange(12.0).reshape(3, 4)
+    assert len({(v(a).shape, v(a).tobytes()) for v, _ in VIEWS}) == 8
+    for view, inverse in VIEWS:
+        np.testing.assert_array_equal(inverse(view(a)), a)
+
+
+def test_self_ensemble_averages_the_views_known_answer():
+    # A "denoiser" adding a ramp along the columns: the column flip reverses the ramp, so the mean
+    # of 2 views adds its mean (W - 1) / 2 everywhere; a ramp along rows survives 2 views, not 4.
+    x = np.zeros((3, 5), np.float32)
+    cols = np.arange(5, dtype=np.float32)
+    np.testing.assert_allclose(self_ensemble(lambda a: a + np.arange(a.shape[1]), x, 2), x + 2.0)
+    np.testing.assert_allclose(self_ensemble(lambda a: a + np.arange(a.shape[1]), x, 1), x + cols)
+    rows = lambda a: a + np.arange(a.shape[0])[:, None]  # noqa: E731
+    np.testing.assert_allclose(self_ensemble(rows, x, 2), x + np.arange(3.0)[:, None])
+    np.testing.assert_allclose(self_ensemble(rows, x, 4), x + 1.0)
+    # 8 views: the transposed ones see the row ramp as a column ramp: mean (4 * 1 + 4 * 2) / 8.
+    np.testing.assert_allclose(self_ensemble(rows, x, 8), x + 1.5)
+    with pytest.raises(ValueError, match="--ensemble"):
+        self_ensemble(rows, x, 3)
+
+
+def test_denoiser_ensemble_is_the_mean_of_flipped_single_passes(tiny_model):
+    hu = phantom_hu(48, 64, seed=5) + np.random.default_rng(1).normal(0, 30, (48, 64)).astype(np.float32)
+    one = Denoiser.load(tiny_model, ensemble=1)
+    four = Denoiser.load(tiny_model, ensemble=4)
+    flips = [one(hu), one(hu[:, ::-1])[:, ::-1], one(hu[::-1])[::-1], one(hu[::-1, ::-1])[::-1, ::-1]]
+    np.testing.assert_allclose(four(hu), np.mean(flips, axis=0), rtol=0, atol=1e-3)
+    assert np.abs(four(hu) - one(hu)).max() > 0.01  # the tiny model is not flip-equivariant
