@@ -57,11 +57,8 @@ def self_ensemble(predict, x: np.ndarray, views: int) -> np.ndarray:
     """Mean of ``inverse(predict(view(x)))`` over the first ``views`` of :data:`VIEWS`
     (``predict``: 2-D array -> same shape)."""
     check_ensemble(views)
-    acc = None
-    for view, inverse in VIEWS[:views]:
-        y = inverse(predict(np.ascontiguousarray(view(x))))
-        acc = y.astype(np.float32) if acc is None else acc + y
-    return acc / np.float32(views) if views > 1 else acc
+    total = sum(inverse(predict(np.ascontiguousarray(view(x)))) for view, inverse in VIEWS[:views])
+    return (total / np.float32(views)).astype(np.float32, copy=False)
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:

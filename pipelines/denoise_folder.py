@@ -8,6 +8,7 @@ derived series, and an existing output of *this* model is recognised as done.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from denoise.batch import BatchReport, UsageError, run_batch
 from denoise.dicom.scan import CTFile
 from denoise.dicom.write import Derivation
-from denoise.inference import DEFAULT_ENSEMBLE, Denoiser, check_ensemble
+from denoise.inference import DEFAULT_ENSEMBLE, Denoiser
 from denoise.nn import ModelFileError
 
 
@@ -37,10 +38,12 @@ class DenoiseJob:
             set_num_threads(self.threads)
         denoiser = Denoiser.load(self.model_path, device=self.device, tile=self.tile, overlap=self.overlap,
                                  ensemble=self.ensemble)
-        return DenoiseTransform(denoiser, derivation_for(denoiser, self.tile, self.overlap))
+        return DenoiseTransform(denoiser, derivation_for(denoiser))
 
 
-def derivation_for(denoiser: Denoiser, tile: int | None, overlap: float) -> Derivation:
+def derivation_for(denoiser: Denoiser) -> Derivation:
+    """What was done, from the loaded denoiser's own settings (model, tiling, views)."""
+    tile, overlap = denoiser.tile, denoiser.overlap
     how = "whole slice" if tile is None else f"tiles {tile} px, overlap {overlap:g}"
     how += f", mean of {denoiser.ensemble} flipped views" if denoiser.ensemble > 1 else ""
     return Derivation(
@@ -81,17 +84,13 @@ def run(input_path, output_root, *, model_path=None, tile: int | None = None, ov
         device: str = "cpu", force: bool = False, workers: int = 1, scheduler: str | None = None,
         on_outcome=None, on_plan=None, ensemble: int = DEFAULT_ENSEMBLE) -> BatchReport:
     """Denoise every CT file under ``input_path`` into ``output_root``."""
-    try:
-        check_ensemble(ensemble)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
     if tile is not None and tile < 8:
         raise UsageError(f"--tile must be >= 8 pixels, got {tile}")
     if not 0 <= overlap < 1:
         raise UsageError(f"--overlap must be in [0, 1), got {overlap}")
     job = DenoiseJob(None if model_path is None else str(model_path), tile, overlap, device,
                      threads=1 if workers > 1 or scheduler else None, ensemble=ensemble)
-    built = build_checked(DenoiseJob(job.model_path, tile, overlap, device, ensemble=ensemble))
+    built = build_checked(dataclasses.replace(job, threads=None))  # a bad --ensemble is a usage error here
     in_process = workers == 1 and scheduler is None
     return run_batch(input_path, output_root, Prebuilt(built) if in_process else job, force=force,
                      workers=workers, scheduler=scheduler,
