@@ -9,6 +9,7 @@ prints the ratios. PyTorch is never a dependency of the package.
     python benchmarks/train_step.py                     # batch 16 of 64x64
     python benchmarks/train_step.py --batch 32 --patch 96 --threads 2
     python benchmarks/train_step.py --blas-study        # weight-gradient matmul variants
+    python benchmarks/train_step.py --gemm-floor        # the step's convolution matmuls alone
 
 The header names OpenBLAS's kernel set (``architecture``); an ``OPENBLAS_CORETYPE``
 variable in the environment (this project's VMs set Haswell) overrides OpenBLAS's
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 import time
 
 import numpy as np
@@ -35,6 +37,7 @@ from denoise.nn import (
     mse_loss,
     set_num_threads,
 )
+from denoise.nn.threads import run_shards
 
 
 def timed(fn, *, warmup: int, repeats: int) -> tuple[float, float]:
@@ -193,6 +196,73 @@ def blas_study(model, args):
     set_num_threads(args.threads)
 
 
+def record_convolutions(model, x, target) -> list[list[tuple]]:
+    """The ``conv._conv_tiles`` calls of one data-parallel step, per worker thread, with copies of their arrays."""
+    calls: dict[int, list[tuple]] = {}
+    original = conv._conv_tiles
+
+    def recording(a, kh, kw, stride, *, w=None, b=None, grad_of=None):
+        copies = tuple(None if v is None else v.copy() for v in (a, w, b, grad_of))
+        calls.setdefault(threading.get_ident(), []).append((kh, kw, stride, *copies))
+        return original(a, kh, kw, stride, w=w, b=b, grad_of=grad_of)
+
+    conv._conv_tiles = recording
+    try:
+        model.zero_grad()
+        DataParallel(model).forward_backward(x, target, mse_loss)
+    finally:
+        conv._conv_tiles = original
+    return list(calls.values())
+
+
+def matmuls_only(kh, kw, stride, a, w, b, grad_of) -> None:
+    """The matmuls ``conv._conv_tiles`` runs for these arguments, on a constant im2col buffer (no copy)."""
+    plan = conv._Plan(a, kh, kw, stride)
+    buf = np.ones(plan.buffer_size, dtype=a.dtype)
+    k = plan.win[0, 0, 0].size
+    if w is not None:
+        y = np.empty((a.shape[0], plan.ho, plan.wo, w.shape[3]), dtype=a.dtype)
+        wg = w.reshape(plan.groups, -1, w.shape[3])
+    if grad_of is not None:
+        g_acc = np.zeros((plan.groups, k, grad_of.shape[3]), dtype=a.dtype)
+    for n0, n1, r0, r1 in plan.tiles:
+        cols_all = buf[: (n1 - n0) * (r1 - r0 + plan.groups - 1) * plan.wo * k].reshape(-1, k)
+        p = (n1 - n0) * (r1 - r0) * plan.wo
+        for g in range(plan.groups):
+            cols = cols_all[g * plan.wo : g * plan.wo + p]
+            if w is not None:
+                out = y[n0:n1, r0:r1].reshape(-1, w.shape[3])
+                if g == 0:
+                    np.matmul(cols, wg[0], out=out)
+                else:
+                    out += cols @ wg[g]
+            if grad_of is not None:
+                g_acc[g] += cols.T @ grad_of[n0:n1, r0:r1].reshape(-1, grad_of.shape[3])
+
+
+def gemm_floor(model, x, target, args) -> tuple[float, float]:
+    """(convolutions alone, their matmuls alone) in seconds: replays one step's convolutions
+    per thread, as the step runs them, once with and once without the im2col copies.
+
+    The matmuls alone are the floor of the im2col + BLAS design: what the step would take
+    if everything else (copies, element-wise layers, Adam) cost nothing.
+    """
+    per_thread = record_convolutions(model, x, target)
+
+    def replay(fn):
+        def shard(i):
+            for kh, kw, stride, a, w, b, grad_of in per_thread[i]:
+                fn(kh, kw, stride, a, w, b, grad_of)
+        return lambda: run_shards(shard, len(per_thread))
+
+    def full(kh, kw, stride, a, w, b, grad_of):
+        conv._conv_tiles(a, kh, kw, stride, w=w, b=b, grad_of=grad_of)
+
+    with threadpool_limits(1, user_api="blas"):  # as in the step: one BLAS thread per worker
+        return (timed(replay(full), warmup=args.warmup, repeats=args.repeats)[0],
+                timed(replay(matmuls_only), warmup=args.warmup, repeats=args.repeats)[0])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=16)
@@ -205,6 +275,8 @@ def main() -> None:
     ap.add_argument("--tiles-only", action="store_true",
                     help="split only the convolutions over the threads, not the batch (the pre-DataParallel step)")
     ap.add_argument("--blas-study", action="store_true")
+    ap.add_argument("--gemm-floor", action="store_true",
+                    help="also time the step's convolutions alone and their matmuls alone (no im2col copies)")
     args = ap.parse_args()
 
     set_num_threads(args.threads)
@@ -225,11 +297,16 @@ def main() -> None:
     step_fn = numpy_step(model, Adam(model.parameters(), lr=1e-4), x, target, data_parallel=not args.tiles_only)
     step_s, step_max = timed(step_fn,
                              warmup=args.warmup, repeats=args.repeats)
+    if args.gemm_floor:
+        conv_s, gemm_s = gemm_floor(model, x, target, args)
     infer_s = timed(lambda: model.predict(slice_512), warmup=1, repeats=3)[0]
     split = "convolution tiles" if args.tiles_only else "batch shards (DataParallel)"
     print(f"\nNumPy  train step (batch {args.batch} x {args.patch}^2, {split} over threads): {step_s * 1e3:7.1f} ms "
           f"(max {step_max * 1e3:.1f}), {flops_train / step_s / 1e9:5.1f} GFLOP/s "
           f"[{flops_train / 1e9:.2f} GFLOP/step]")
+    if args.gemm_floor:
+        print(f"       of which convolutions (im2col + matmul) {conv_s * 1e3:7.1f} ms, "
+              f"their matmuls alone {gemm_s * 1e3:7.1f} ms ({flops_train / gemm_s / 1e9:5.1f} GFLOP/s)")
     print(f"NumPy  inference 512x512: {infer_s:.3f} s, "
           f"{model.flops(512, 512) / infer_s / 1e9:5.1f} GFLOP/s [{model.flops(512, 512) / 1e9:.2f} GFLOP]")
 
@@ -240,8 +317,9 @@ def main() -> None:
             print("PyTorch not installed: no comparison")
         else:
             for layout, (t_step, t_inf) in bench_torch(model, x, target, slice_512, args).items():
+                floor = f", matmuls alone/torch {gemm_s / t_step:4.2f}x" if args.gemm_floor else ""
                 print(f"torch {torch.__version__} {layout:13s} ({torch.get_num_threads()} threads): "
-                      f"train {t_step * 1e3:7.1f} ms, NumPy/torch {step_s / t_step:4.2f}x; "
+                      f"train {t_step * 1e3:7.1f} ms, NumPy/torch {step_s / t_step:4.2f}x{floor}; "
                       f"inference {t_inf:.3f} s, NumPy/torch {infer_s / t_inf:4.2f}x")
     if args.blas_study:
         blas_study(model, args)

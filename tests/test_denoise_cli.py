@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import numpy as np
 import pydicom
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 import cli
 from denoise.inference import VIEWS, Denoiser, self_ensemble, tiled
+from denoise.nn import get_num_threads, set_num_threads
 from denoise.normalize import HUWindow
 from tests.factory import PATIENT_ID, phantom_hu
 
@@ -175,6 +177,34 @@ def test_self_ensemble_averages_the_views_known_answer():
     np.testing.assert_allclose(self_ensemble(rows, x, 8), x + 1.5)
     with pytest.raises(ValueError, match="--ensemble"):
         self_ensemble(rows, x, 3)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_self_ensemble_on_worker_threads_matches_serial(threads):
+    # Views dealt round-robin to the workers: the same mean, every view run once, and the first
+    # view of each worker waits at a barrier until all `threads` workers hold one (else it times out).
+    x = np.random.default_rng(0).random((6, 9)).astype(np.float32)
+    original = get_num_threads()
+    set_num_threads(threads)
+    try:
+        for views in (4, 8):
+            seen, barrier, first = [], threading.Barrier(threads, timeout=20), threading.local()
+
+            def denoiser(a, wait=True, seen=seen, barrier=barrier, first=first):
+                seen.append(threading.get_ident())
+                if wait and not getattr(first, "done", False):
+                    first.done = True
+                    barrier.wait()
+                return a * a + np.arange(a.shape[1], dtype=np.float32)
+
+            parallel = self_ensemble(denoiser, x, views, threads=threads)
+            assert len(seen) == views and len(set(seen)) == threads
+            seen.clear()
+            serial = self_ensemble(lambda a, d=denoiser: d(a, wait=False), x, views)
+            assert len(seen) == views and set(seen) == {threading.get_ident()}
+            np.testing.assert_allclose(parallel, serial, rtol=1e-6)
+    finally:
+        set_num_threads(original)
 
 
 def test_denoiser_ensemble_is_the_mean_of_flipped_single_passes(tiny_model):
