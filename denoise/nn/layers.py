@@ -249,7 +249,8 @@ class Concat(Layer):
     """U-Net skip merge: concatenate channels ``[a, b]``; the gradient is split."""
 
     def forward(self, a, b, *, cache: bool = True):
-        self._ca = a.shape[3]
+        if cache:
+            self._ca = a.shape[3]
         return get_array_module(a).concatenate([a, b], axis=3)
 
     def backward(self, dy):
