@@ -8,6 +8,7 @@ prints the ratios. PyTorch is never a dependency of the package.
 
     python benchmarks/train_step.py                     # batch 16 of 64x64
     python benchmarks/train_step.py --batch 32 --patch 96 --threads 2
+    python benchmarks/train_step.py --parallel threads  # shards on threads, not worker processes
     python benchmarks/train_step.py --blas-study        # weight-gradient matmul variants
     python benchmarks/train_step.py --gemm-floor        # the step's convolution matmuls alone
 
@@ -52,18 +53,17 @@ def timed(fn, *, warmup: int, repeats: int) -> tuple[float, float]:
     return float(np.median(times)), float(max(times))
 
 
-def numpy_step(model, opt, x, target, *, data_parallel: bool):
-    """One training step as pipelines/train.py runs it (batch shards per thread), or with
-    only the convolutions split into tiles over the threads."""
-    parallel = DataParallel(model)
+def numpy_step(model, opt, x, target, *, parallel: DataParallel | None):
+    """One training step as pipelines/train.py runs it (batch shards over the cores), or with
+    only the convolutions split into tiles over the threads (``parallel=None``)."""
 
     def step():
         model.zero_grad()
-        if data_parallel:
+        if parallel is not None:
             parallel.forward_backward(x, target, mse_loss)
         else:
             _, dy = mse_loss(model.forward(x), target)
-            model.backward(dy)
+            model.backward(dy, input_grad=False)
         opt.step(model.gradients())
     return step
 
@@ -209,7 +209,7 @@ def record_convolutions(model, x, target) -> list[list[tuple]]:
     conv._conv_tiles = recording
     try:
         model.zero_grad()
-        DataParallel(model).forward_backward(x, target, mse_loss)
+        DataParallel(model, mode="threads").forward_backward(x, target, mse_loss)  # every shard seen here
     finally:
         conv._conv_tiles = original
     return list(calls.values())
@@ -272,6 +272,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--arch", type=json.loads, default={}, help='JSON overrides, e.g. \'{"skip": "concat"}\'')
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--parallel", choices=["auto", "processes", "threads"], default="auto",
+                    help="how DataParallel runs the other batch shards (auto: processes on Linux)")
     ap.add_argument("--tiles-only", action="store_true",
                     help="split only the convolutions over the threads, not the batch (the pre-DataParallel step)")
     ap.add_argument("--blas-study", action="store_true")
@@ -294,14 +296,16 @@ def main() -> None:
           f"NumPy conv worker threads {get_num_threads()}, BLAS pinned to 1 inside tiles")
 
     flops_train = 3 * model.flops(args.patch, args.patch) * args.batch  # forward, dX, dW
-    step_fn = numpy_step(model, Adam(model.parameters(), lr=1e-4), x, target, data_parallel=not args.tiles_only)
-    step_s, step_max = timed(step_fn,
-                             warmup=args.warmup, repeats=args.repeats)
+    parallel = None if args.tiles_only else DataParallel(model, mode=args.parallel)
+    step_fn = numpy_step(model, Adam(model.parameters(), lr=1e-4), x, target, parallel=parallel)
+    step_s, step_max = timed(step_fn, warmup=args.warmup, repeats=args.repeats)
+    if parallel is not None:
+        parallel.close()
     if args.gemm_floor:
         conv_s, gemm_s = gemm_floor(model, x, target, args)
     infer_s = timed(lambda: model.predict(slice_512), warmup=1, repeats=3)[0]
-    split = "convolution tiles" if args.tiles_only else "batch shards (DataParallel)"
-    print(f"\nNumPy  train step (batch {args.batch} x {args.patch}^2, {split} over threads): {step_s * 1e3:7.1f} ms "
+    split = "convolution tiles" if args.tiles_only else f"batch shards (DataParallel, {parallel.mode})"
+    print(f"\nNumPy  train step (batch {args.batch} x {args.patch}^2, {split} over the cores): {step_s * 1e3:7.1f} ms "
           f"(max {step_max * 1e3:.1f}), {flops_train / step_s / 1e9:5.1f} GFLOP/s "
           f"[{flops_train / 1e9:.2f} GFLOP/step]")
     if args.gemm_floor:

@@ -211,14 +211,14 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
     patches = TrainingPatches(train_slices, window=window, noise=cfg.noise, patches=cfg.patches, rng=rng)
     xp = array_module(cfg.training.device)
     loss_fn = mse_loss if cfg.training.loss == "l2" else l1_loss
-    parallel = DataParallel(model)  # batch shards on the worker threads (plain on one thread / GPU)
     steps_per_epoch = cfg.patches.per_epoch // cfg.patches.batch_size
     total_steps = steps_per_epoch * cfg.training.epochs
     stale = epochs_since_best(rows)
     stopped_early = False
 
     progress = _progress(show_progress)
-    with progress:
+    # batch shards on the other cores (worker processes on Linux; plain on one thread / GPU)
+    with progress, DataParallel(model) as parallel:
         for epoch in range(start_epoch, cfg.training.epochs + 1):
             if epoch > start_epoch:  # the bank was just built for the first epoch
                 patches.new_epoch()

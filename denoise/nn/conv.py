@@ -186,17 +186,20 @@ def conv2d_and_weight_grad(x, w, dy_other, *, stride: int = 1):
     return _conv_tiles(x, w.shape[0], w.shape[1], stride, w=w, grad_of=dy_other)
 
 
-def conv2d_backward(x, dy, w, *, stride: int = 1):
+def conv2d_backward(x, dy, w, *, stride: int = 1, input_grad: bool = True):
     """Gradients of ``conv2d(x, w, stride)`` given ``dy``: ``(dx, dw)``.
 
-    At stride 1 with fewer output than input channels (decoder convs after a
-    concat, up-convs, the 16 -> 1 head), dx and dw come from the same tiles of
-    the zero-padded ``dy``: dx is its convolution with the flipped kernel and
-    dw^T its correlation with ``x``. Otherwise dx by :func:`conv2d_transpose`
-    and dw from the tiles of ``x``.
+    At stride 1 with no more output than input channels (all but the channel-
+    widening convs), dx and dw come from the same tiles of the zero-padded
+    ``dy``: dx is its convolution with the flipped kernel and dw^T its
+    correlation with ``x``; one im2col pass instead of two (16 -> 16 channels
+    at 64x64: 3.1 vs 3.5 ms). Otherwise dx by :func:`conv2d_transpose` and dw
+    from the tiles of ``x``. ``input_grad=False`` skips dx (returns None).
     """
     k, c, co = w.shape[0], w.shape[2], w.shape[3]
-    if stride == 1 and co < c:
+    if not input_grad:
+        return None, conv2d_weight_grad(x, dy, kernel_size=k, stride=stride)
+    if stride == 1 and co <= c:
         dyp = zero_pad(dy, k - 1, k - 1, k - 1, k - 1)  # (N, H + k - 1, W + k - 1, Co)
         dx, dw_flipped = conv2d_and_weight_grad(dyp, _flip(w), x)
         return dx, _flip(dw_flipped)

@@ -101,13 +101,15 @@ class Conv2d(Layer):
         self._xpad = xpad if cache else None
         return conv2d(xpad, self.params["weight"], self.params.get("bias"), stride=self.stride)
 
-    def backward(self, dy):
+    def backward(self, dy, *, input_grad: bool = True):
+        """dx, or None with ``input_grad=False`` (the network's first layer in training)."""
         # xpad (N, Hp, Wp, C_in); dy (N, Ho, Wo, C_out)
-        dxpad, dw = conv2d_backward(self._xpad, dy, self.params["weight"], stride=self.stride)
+        dxpad, dw = conv2d_backward(self._xpad, dy, self.params["weight"], stride=self.stride,
+                                    input_grad=input_grad)
         self.grads["weight"] += dw
         if "bias" in self.grads:
             self.grads["bias"] += channel_sum(dy)
-        return pad2d_adjoint(dxpad, self.padding, mode=self.padding_mode)
+        return None if dxpad is None else pad2d_adjoint(dxpad, self.padding, mode=self.padding_mode)
 
     def output_hw(self, h, w):
         k, s, p = self.kernel_size, self.stride, self.padding

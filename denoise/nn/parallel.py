@@ -1,17 +1,21 @@
-"""Data-parallel training step: one shard of the batch per worker thread, whole network.
+"""Data-parallel training step: one shard of the batch per core, whole network.
 
 Why: splitting every convolution into tiles over the threads
 (:func:`denoise.nn.threads.run_split`) leaves the element-wise work (ReLU,
 padding, concat, pooling) on one core and meets at a barrier after each of the
 ~40 convolutions of a step. Running each shard of the batch through the whole
-forward and backward pass on its own thread parallelizes all of it, with one
-barrier per step. Measured on the 2-core VM (batch 16 of 64x64, default
-architecture): 128 -> 96 ms per step with OpenBLAS's Haswell kernels, 112 -> 96
-ms with its SkylakeX ones (``benchmarks/train_step.py``).
+forward and backward pass on its own core parallelizes all of it, with one
+meeting per step.
 
-Each extra thread gets a replica of the model that shares the parameter arrays
-(the optimizer updates them in place) but keeps its own gradients and forward
-caches; after the shards, the replicas' gradients are added into the model's.
+Two ways to run the other shards (the calling thread always runs the first):
+
+- ``"processes"`` (default on Linux): forked workers with model replicas on
+  shared memory (:mod:`denoise.nn.shard_workers`), free of the GIL and of one
+  process's memory-map contention. Measured on the 2-core VM (batch 16 of
+  64x64, default architecture): see ``benchmarks/train_step.py``.
+- ``"threads"`` (elsewhere): replicas that share the parameter arrays (the
+  optimizer updates them in place) but keep their own gradients and caches;
+  after the shards, the replicas' gradients are added into the model's.
 """
 
 from __future__ import annotations
@@ -19,20 +23,44 @@ from __future__ import annotations
 import numpy as np
 
 from denoise.backend import get_array_module
+from denoise.nn import shard_workers
 from denoise.nn.model import ConvAutoencoder
-from denoise.nn.threads import get_num_threads, run_shards
+from denoise.nn.threads import get_num_threads, inline, run_shards
+
+MODES = ("auto", "processes", "threads")
 
 
 class DataParallel:
     """``forward_backward`` of a :class:`ConvAutoencoder` on a batch, sharded over threads.
 
     On one thread, a batch of one, or CuPy arrays it is exactly
-    ``loss_fn(model.forward(x), target)`` then ``model.backward(grad)``.
+    ``loss_fn(model.forward(x), target)`` then ``model.backward(grad, input_grad=False)``.
+    ``mode``: "auto" (processes where they can be forked, else threads),
+    "processes" or "threads". Call :meth:`close` (or use ``with``) to stop
+    worker processes early; they also stop with the object or the program.
     """
 
-    def __init__(self, model: ConvAutoencoder):
+    def __init__(self, model: ConvAutoencoder, *, mode: str = "auto"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "processes" and not shard_workers.available():
+            raise ValueError("mode 'processes' needs fork (Linux); use 'threads'")
         self.model = model
+        self.mode = mode if mode != "auto" else "processes" if shard_workers.available() else "threads"
         self._replicas: list[ConvAutoencoder] = []
+        self._workers: shard_workers.ShardWorkers | None = None
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (the next step forks new ones)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+
+    def __enter__(self) -> DataParallel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _replica(self, i: int) -> ConvAutoencoder:
         while len(self._replicas) < i:
@@ -54,9 +82,11 @@ class DataParallel:
         n = min(get_num_threads(), x.shape[0])
         if n <= 1 or get_array_module(x) is not np:
             loss, grad = loss_fn(self.model.forward(x), target)
-            self.model.backward(grad)
+            self.model.backward(grad, input_grad=False)
             return float(loss)
         bounds = np.linspace(0, x.shape[0], n + 1).round().astype(int)
+        if self.mode == "processes":
+            return self._in_processes(x, target, loss_fn, bounds)
         models = [self.model] + [self._replica(i) for i in range(1, n)]
         for rep in models[1:]:
             rep.zero_grad()
@@ -66,7 +96,7 @@ class DataParallel:
             weight = (hi - lo) / x.shape[0]
             loss, grad = loss_fn(models[i].forward(x[lo:hi]), target[lo:hi])
             grad *= weight
-            models[i].backward(grad)
+            models[i].backward(grad, input_grad=False)
             return float(loss) * weight
 
         loss = sum(run_shards(shard, n))
@@ -75,3 +105,24 @@ class DataParallel:
             for k, g in rep.gradients().items():
                 total[k] += g
         return loss
+
+    def _in_processes(self, x, target, loss_fn, bounds) -> float:
+        """First shard here, the others in the worker processes (forked on first use)."""
+        n = len(bounds) - 1
+        rows = int(np.diff(bounds)[1:].max())
+        workers = self._workers
+        if workers is None or not workers.fits(self.model, loss_fn, n - 1, rows, x.shape[1:]):
+            self.close()
+            workers = self._workers = shard_workers.ShardWorkers(self.model, loss_fn, n - 1, rows, x.shape[1:])
+        weights = [(hi - lo) / x.shape[0] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        workers.start(self.model, [(x[lo:hi], target[lo:hi]) for lo, hi in zip(bounds[1:-1], bounds[2:],
+                                                                                 strict=True)], weights[1:])
+        try:
+            with inline():
+                loss, grad = loss_fn(self.model.forward(x[: bounds[1]]), target[: bounds[1]])
+                grad *= weights[0]
+                self.model.backward(grad, input_grad=False)
+            return float(loss) * weights[0] + workers.finish(self.model)
+        except BaseException:  # this shard's or a worker's error: stop them; the next step forks anew
+            self.close()
+            raise

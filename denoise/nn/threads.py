@@ -38,13 +38,19 @@ if hasattr(os, "register_at_fork"):
 
 def set_num_threads(n: int) -> None:
     """Use ``n`` worker threads for convolution tiles (1 runs everything inline)."""
-    global _num_threads, _pool
+    global _num_threads
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"number of threads must be an integer >= 1, got {n!r}")
+    shutdown_pool()
+    _num_threads = n
+
+
+def shutdown_pool() -> None:
+    """Stop the worker threads (e.g. before a fork); the next split starts new ones."""
+    global _pool
     if _pool is not None:
         _pool.shutdown()
         _pool = None
-    _num_threads = n
 
 
 def get_num_threads() -> int:
@@ -100,6 +106,19 @@ def run_shards(fn: Callable[[int], Any], n: int) -> list:
 
     with blas_single_thread():
         return list(_get_pool().map(marked, range(n)))
+
+
+@contextlib.contextmanager
+def inline():
+    """Run everything inside on this thread, BLAS pinned to one thread: a shard whose
+    sibling shards run elsewhere (other threads or processes) keeps to its own core."""
+    before = getattr(_local, "inline", False)
+    with blas_single_thread():
+        _local.inline = True
+        try:
+            yield
+        finally:
+            _local.inline = before
 
 
 def _get_pool() -> ThreadPoolExecutor:

@@ -81,6 +81,25 @@ def test_backward_accumulates_like_a_bigger_batch(rng):
         assert rel_error(g, both[k]) < 1e-10, k
 
 
+@pytest.mark.parametrize("config", GRAD_CONFIGS[:2], ids=["add", "concat-strided"])
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(rng, config, monkeypatch):
+    model = _tiny_model(config, rng)
+    x = rng.standard_normal((2, 8, 8, 1))
+    model.zero_grad()
+    model.backward(model.forward(x))
+    full = {k: g.copy() for k, g in model.gradients().items()}
+
+    first = model.encoder.levels[0].layers[0][1]
+    calls = []
+    real = first.backward
+    monkeypatch.setattr(first, "backward", lambda dy, **kw: calls.append(kw) or real(dy, **kw))
+    model.zero_grad()
+    assert model.backward(model.forward(x), input_grad=False) is None
+    assert calls == [{"input_grad": False}]  # the first conv was told to skip its dx
+    for k, g in model.gradients().items():
+        assert rel_error(g, full[k]) < 1e-12, k
+
+
 @pytest.mark.parametrize("config", [{}, {"down": "strided_conv", "up": "transposed_conv", "skip": "concat"}])
 def test_predict_any_size_matches_forward_on_padded_input(rng, config):
     model = ConvAutoencoder({**config, "channels": [4, 6, 8]}, rng)

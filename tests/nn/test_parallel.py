@@ -1,12 +1,16 @@
-"""DataParallel: batch shards on worker threads give the plain step's loss and gradients."""
+"""DataParallel: batch shards on worker processes or threads give the plain step's loss and gradients."""
+
+import os
 
 import numpy as np
 import pytest
 
-from denoise.nn import Adam, ConvAutoencoder, DataParallel, l1_loss, mse_loss
+from denoise.nn import Adam, ConvAutoencoder, DataParallel, l1_loss, mse_loss, shard_workers
 from denoise.nn.threads import get_num_threads, run_shards, set_num_threads
 
 ARCH = {"channels": [4, 8], "skip": "concat", "residual": True}
+needs_fork = pytest.mark.skipif(not shard_workers.available(), reason="worker processes need fork (Linux)")
+MODES = [pytest.param("processes", marks=needs_fork), "threads"]
 
 
 @pytest.fixture
@@ -23,9 +27,10 @@ def plain_loss_and_grads(model, x, target, loss_fn):
     return loss, {k: v.copy() for k, v in model.gradients().items()}
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n_threads,batch", [(2, 5), (3, 4), (2, 1)])
 @pytest.mark.parametrize("loss_fn", [mse_loss, l1_loss])
-def test_sharded_step_matches_plain_step(threads, rng, n_threads, batch, loss_fn):
+def test_sharded_step_matches_plain_step(threads, rng, n_threads, batch, loss_fn, mode):
     # Uneven shards (5 over 2 threads, 4 over 3) must be weighted by their share of the batch.
     model = ConvAutoencoder(ARCH, np.random.default_rng(0), dtype=np.float64)
     x = rng.random((batch, 8, 12, 1))
@@ -35,19 +40,21 @@ def test_sharded_step_matches_plain_step(threads, rng, n_threads, batch, loss_fn
 
     threads(n_threads)
     model.zero_grad()
-    loss = DataParallel(model).forward_backward(x, target, loss_fn)
+    with DataParallel(model, mode=mode) as parallel:
+        loss = parallel.forward_backward(x, target, loss_fn)
 
     assert loss == pytest.approx(loss_ref, rel=1e-12)
     for k, g in model.gradients().items():
         np.testing.assert_allclose(g, grads_ref[k], rtol=1e-10, atol=1e-14, err_msg=k)
 
 
-def test_replicas_follow_optimizer_updates_and_keep_own_gradients(threads, rng):
+@pytest.mark.parametrize("mode", MODES)
+def test_replicas_follow_optimizer_updates_and_keep_own_gradients(threads, rng, mode):
     # The replica must see the optimizer's in-place update: a second step equals a plain second step.
     threads(2)
     x, target = rng.random((4, 8, 8, 1)), rng.random((4, 8, 8, 1))
     models = [ConvAutoencoder(ARCH, np.random.default_rng(0), dtype=np.float64) for _ in range(2)]
-    parallel = DataParallel(models[0])
+    parallel = DataParallel(models[0], mode=mode)
     opts = [Adam(m.parameters(), lr=1e-2) for m in models]
     for _ in range(2):
         models[0].zero_grad()
@@ -58,9 +65,72 @@ def test_replicas_follow_optimizer_updates_and_keep_own_gradients(threads, rng):
         assert loss == pytest.approx(loss_ref, rel=1e-12)
     for k, p in models[0].parameters().items():
         np.testing.assert_allclose(p, models[1].parameters()[k], rtol=1e-10, atol=1e-13, err_msg=k)
-    replica = parallel._replica(1)
-    assert replica.parameters()["decoder.head.weight"] is models[0].parameters()["decoder.head.weight"]
-    assert replica.gradients()["decoder.head.weight"] is not models[0].gradients()["decoder.head.weight"]
+    if mode == "threads":
+        replica = parallel._replica(1)
+        assert replica.parameters()["decoder.head.weight"] is models[0].parameters()["decoder.head.weight"]
+        assert replica.gradients()["decoder.head.weight"] is not models[0].gradients()["decoder.head.weight"]
+    parallel.close()
+
+
+@needs_fork
+def test_worker_processes_report_errors_refork_for_new_shapes_and_stop_on_close(threads, rng):
+    threads(2)
+    parent = os.getpid()
+    model = ConvAutoencoder(ARCH, np.random.default_rng(0), dtype=np.float64)
+
+    def fails_in_workers(pred, target):
+        if os.getpid() != parent:
+            raise ValueError("bad\nshard")
+        return mse_loss(pred, target)
+
+    parallel = DataParallel(model, mode="processes")
+    x = rng.random((4, 8, 8, 1))
+    with pytest.raises(RuntimeError, match=r"^shard worker 1: ValueError: bad shard$"):
+        parallel.forward_backward(x, x, fails_in_workers)
+    assert parallel._workers is None  # stopped after the error; the next step forks new workers
+
+    for shape in [(4, 8, 8, 1), (6, 16, 8, 1), (2, 8, 8, 1)]:  # bigger shards and new sizes re-fork
+        x, target = rng.random(shape), rng.random(shape)
+        loss_ref, grads_ref = plain_loss_and_grads(model, x, target, mse_loss)
+        model.zero_grad()
+        assert parallel.forward_backward(x, target, mse_loss) == pytest.approx(loss_ref, rel=1e-12)
+        for k, g in model.gradients().items():
+            np.testing.assert_allclose(g, grads_ref[k], rtol=1e-10, atol=1e-14, err_msg=k)
+    procs = list(parallel._workers._procs)
+    assert procs and all(p.is_alive() for p in procs)
+    parallel.close()
+    assert not any(p.is_alive() for p in procs)
+
+
+@needs_fork
+def test_a_worker_that_dies_is_reported_and_replaced(threads, rng):
+    threads(2)
+    parent = os.getpid()
+    model = ConvAutoencoder(ARCH, np.random.default_rng(0), dtype=np.float64)
+
+    def dies_in_workers(pred, target):
+        if os.getpid() != parent:
+            os._exit(3)
+        return mse_loss(pred, target)
+
+    parallel = DataParallel(model, mode="processes")
+    x = rng.random((4, 8, 8, 1))
+    with pytest.raises(RuntimeError, match=r"shard worker 1 died \(exit code 3\)"):
+        parallel.forward_backward(x, x, dies_in_workers)
+    parallel.forward_backward(x, x, mse_loss)
+    first = parallel._workers._procs[0]
+    first.kill()  # killed between steps: the next step forks a new worker
+    first.join()
+    loss_ref, _ = plain_loss_and_grads(model, x, x, mse_loss)
+    assert parallel.forward_backward(x, x, mse_loss) == pytest.approx(loss_ref, rel=1e-12)
+    assert parallel._workers._procs[0] is not first
+    parallel.close()
+
+
+def test_mode_is_checked():
+    model = ConvAutoencoder(ARCH, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        DataParallel(model, mode="gpu")
 
 
 def test_run_shards_runs_every_shard_once_and_nested_splits_inline(threads):
