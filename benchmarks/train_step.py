@@ -304,8 +304,9 @@ def main() -> None:
     if args.gemm_floor:
         conv_s, gemm_s = gemm_floor(model, x, target, args)
     infer_s = timed(lambda: model.predict(slice_512), warmup=1, repeats=3)[0]
-    split = "convolution tiles" if args.tiles_only else f"batch shards (DataParallel, {parallel.mode})"
-    print(f"\nNumPy  train step (batch {args.batch} x {args.patch}^2, {split} over the cores): {step_s * 1e3:7.1f} ms "
+    split = ("one thread" if get_num_threads() == 1 else "convolution tiles" if args.tiles_only
+             else f"batch shards (DataParallel, {parallel.mode})")
+    print(f"\nNumPy  train step (batch {args.batch} x {args.patch}^2, {split}): {step_s * 1e3:7.1f} ms "
           f"(max {step_max * 1e3:.1f}), {flops_train / step_s / 1e9:5.1f} GFLOP/s "
           f"[{flops_train / 1e9:.2f} GFLOP/step]")
     if args.gemm_floor:

@@ -3,9 +3,10 @@
 Why processes and not threads: two threads running whole shards in one process
 contend for the GIL between every NumPy call (thousands per step) and for the
 process's memory map (page faults, unmaps). Measured on the 2-core VM, batch 16
-of 64x64, default architecture: a shard of 8 took 75-80 ms alone or in a second
-process, but 85-105 ms (up to 150 ms) as one of two threads; see
-``benchmarks/train_step.py --parallel threads|processes``.
+of 64x64, default architecture (``benchmarks/train_step.py --parallel
+processes|threads``): a step took 73-74 ms in processes vs 80-85 ms in threads
+with OpenBLAS's Haswell kernels, 55-56 vs 58-61 ms with its SkylakeX ones. The
+README's ``quick_chest`` training run went from 454-521 to 667-834 patches/s.
 
 Layout: one anonymous shared mapping (``mmap``) created before the fork holds a
 copy of the parameters, one gradient block per worker, and one input and
