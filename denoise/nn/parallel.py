@@ -25,6 +25,7 @@ import numpy as np
 from denoise.backend import get_array_module
 from denoise.nn import shard_workers
 from denoise.nn.model import ConvAutoencoder
+from denoise.nn.shard_workers import weighted_step
 from denoise.nn.threads import get_num_threads, inline, run_shards
 
 MODES = ("auto", "processes", "threads")
@@ -81,48 +82,34 @@ class DataParallel:
         """
         n = min(get_num_threads(), x.shape[0])
         if n <= 1 or get_array_module(x) is not np:
-            loss, grad = loss_fn(self.model.forward(x), target)
-            self.model.backward(grad, input_grad=False)
-            return float(loss)
+            return weighted_step(self.model, loss_fn, x, target)
         bounds = np.linspace(0, x.shape[0], n + 1).round().astype(int)
+        shards = [(x[lo:hi], target[lo:hi], (hi - lo) / x.shape[0])  # (x, target, weight)
+                  for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
         if self.mode == "processes":
-            return self._in_processes(x, target, loss_fn, bounds)
+            return self._in_processes(shards, loss_fn)
         models = [self.model] + [self._replica(i) for i in range(1, n)]
         for rep in models[1:]:
             rep.zero_grad()
-
-        def shard(i: int) -> float:
-            lo, hi = bounds[i], bounds[i + 1]
-            weight = (hi - lo) / x.shape[0]
-            loss, grad = loss_fn(models[i].forward(x[lo:hi]), target[lo:hi])
-            grad *= weight
-            models[i].backward(grad, input_grad=False)
-            return float(loss) * weight
-
-        loss = sum(run_shards(shard, n))
+        loss = sum(run_shards(lambda i: weighted_step(models[i], loss_fn, *shards[i]), n))
         total = self.model.gradients()
         for rep in models[1:]:
             for k, g in rep.gradients().items():
                 total[k] += g
         return loss
 
-    def _in_processes(self, x, target, loss_fn, bounds) -> float:
+    def _in_processes(self, shards: list[tuple], loss_fn) -> float:
         """First shard here, the others in the worker processes (forked on first use)."""
-        n = len(bounds) - 1
-        rows = int(np.diff(bounds)[1:].max())
+        need = (loss_fn, len(shards) - 1, max(sx.shape[0] for sx, _, _ in shards[1:]), shards[0][0].shape[1:])
         workers = self._workers
-        if workers is None or not workers.fits(self.model, loss_fn, n - 1, rows, x.shape[1:]):
+        if workers is None or not workers.fits(self.model, *need):
             self.close()
-            workers = self._workers = shard_workers.ShardWorkers(self.model, loss_fn, n - 1, rows, x.shape[1:])
-        weights = [(hi - lo) / x.shape[0] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-        workers.start(self.model, [(x[lo:hi], target[lo:hi]) for lo, hi in zip(bounds[1:-1], bounds[2:],
-                                                                                 strict=True)], weights[1:])
+            workers = self._workers = shard_workers.ShardWorkers(self.model, *need)
+        workers.start(self.model, shards[1:])
         try:
             with inline():
-                loss, grad = loss_fn(self.model.forward(x[: bounds[1]]), target[: bounds[1]])
-                grad *= weights[0]
-                self.model.backward(grad, input_grad=False)
-            return float(loss) * weights[0] + workers.finish(self.model)
+                loss = weighted_step(self.model, loss_fn, *shards[0])
+            return loss + workers.finish(self.model)
         except BaseException:  # this shard's or a worker's error: stop them; the next step forks anew
             self.close()
             raise

@@ -84,12 +84,12 @@ class ShardWorkers:
                 and tuple(image_shape) == self.image_shape and model.dtype == self.dtype
                 and bool(self._procs) and all(p.is_alive() for p in self._procs))
 
-    def start(self, model, shards: list[tuple], weights: list[float]) -> None:
-        """Copy the parameters and the workers' shards ``(x, target)`` in; start their steps."""
+    def start(self, model, shards: list[tuple]) -> None:
+        """Copy the parameters and the workers' shards ``(x, target, weight)`` in; start their steps."""
         live = model.parameters()
         for k in self.names:
             self.params[k][...] = live[k]
-        for i, ((x, target), weight) in enumerate(zip(shards, weights, strict=True)):
+        for i, (x, target, weight) in enumerate(shards):
             m = x.shape[0]
             self.inputs[i, :m] = x
             self.targets[i, :m] = target
@@ -145,10 +145,8 @@ class ShardWorkers:
                 os._exit(0)
             try:
                 replica.zero_grad()
-                loss, grad = self.loss_fn(replica.forward(self.inputs[i, :rows]), self.targets[i, :rows])
-                grad *= weight
-                replica.backward(grad, input_grad=False)
-                conn.send_bytes(_REPLY.pack(float(loss) * weight))
+                loss = weighted_step(replica, self.loss_fn, self.inputs[i, :rows], self.targets[i, :rows], weight)
+                conn.send_bytes(_REPLY.pack(loss))
             except Exception as exc:  # reported by the parent, which stops the workers
                 line = traceback.format_exception_only(exc)[-1].strip().replace("\n", " ")
                 conn.send_bytes(line.encode())
@@ -169,6 +167,16 @@ class ShardWorkers:
             self.close()
         except Exception:
             pass
+
+
+def weighted_step(model, loss_fn, x, target, weight: float = 1.0) -> float:
+    """Forward and backward of one shard, its loss gradient scaled by ``weight`` (its share of
+    the batch); returns the weighted loss. Adds into the model's gradients; no input gradient."""
+    loss, grad = loss_fn(model.forward(x), target)
+    if weight != 1.0:
+        grad *= weight
+    model.backward(grad, input_grad=False)
+    return float(loss) * weight
 
 
 def _views(block, names, shapes) -> dict:

@@ -72,21 +72,29 @@ def test_replicas_follow_optimizer_updates_and_keep_own_gradients(threads, rng, 
     parallel.close()
 
 
+def only_in_workers(action):
+    """A loss that runs ``action()`` in the worker processes and is mse_loss in this one."""
+    parent = os.getpid()
+
+    def loss(pred, target):
+        if os.getpid() != parent:
+            action()
+        return mse_loss(pred, target)
+    return loss
+
+
+def raise_value_error():
+    raise ValueError("bad\nshard")
+
+
 @needs_fork
 def test_worker_processes_report_errors_refork_for_new_shapes_and_stop_on_close(threads, rng):
     threads(2)
-    parent = os.getpid()
     model = ConvAutoencoder(ARCH, np.random.default_rng(0), dtype=np.float64)
-
-    def fails_in_workers(pred, target):
-        if os.getpid() != parent:
-            raise ValueError("bad\nshard")
-        return mse_loss(pred, target)
-
     parallel = DataParallel(model, mode="processes")
     x = rng.random((4, 8, 8, 1))
     with pytest.raises(RuntimeError, match=r"^shard worker 1: ValueError: bad shard$"):
-        parallel.forward_backward(x, x, fails_in_workers)
+        parallel.forward_backward(x, x, only_in_workers(raise_value_error))
     assert parallel._workers is None  # stopped after the error; the next step forks new workers
 
     for shape in [(4, 8, 8, 1), (6, 16, 8, 1), (2, 8, 8, 1)]:  # bigger shards and new sizes re-fork
@@ -105,18 +113,11 @@ def test_worker_processes_report_errors_refork_for_new_shapes_and_stop_on_close(
 @needs_fork
 def test_a_worker_that_dies_is_reported_and_replaced(threads, rng):
     threads(2)
-    parent = os.getpid()
     model = ConvAutoencoder(ARCH, np.random.default_rng(0), dtype=np.float64)
-
-    def dies_in_workers(pred, target):
-        if os.getpid() != parent:
-            os._exit(3)
-        return mse_loss(pred, target)
-
     parallel = DataParallel(model, mode="processes")
     x = rng.random((4, 8, 8, 1))
     with pytest.raises(RuntimeError, match=r"shard worker 1 died \(exit code 3\)"):
-        parallel.forward_backward(x, x, dies_in_workers)
+        parallel.forward_backward(x, x, only_in_workers(lambda: os._exit(3)))
     parallel.forward_backward(x, x, mse_loss)
     first = parallel._workers._procs[0]
     first.kill()  # killed between steps: the next step forks a new worker
