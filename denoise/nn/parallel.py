@@ -105,8 +105,8 @@ class DataParallel:
         if workers is None or not workers.fits(self.model, *need):
             self.close()
             workers = self._workers = shard_workers.ShardWorkers(self.model, *need)
-        workers.start(self.model, shards[1:])
         try:
+            workers.start(self.model, shards[1:])
             with inline():
                 loss = weighted_step(self.model, loss_fn, *shards[0])
             return loss + workers.finish(self.model)

@@ -34,7 +34,7 @@ import numpy as np
 from denoise.nn.threads import set_num_threads, shutdown_pool
 
 _REQUEST = struct.Struct("<qd")  # rows in this worker's buffers, weight of its shard in the batch
-_REPLY = struct.Struct("<d")  # weighted loss
+_REPLY = struct.Struct("<cd")  # b"k", weighted loss; an error is b"e" + its one-line message
 
 
 def available() -> bool:
@@ -105,10 +105,10 @@ class ShardWorkers:
                 self._procs[i].join(timeout=1)  # for its exit code
                 errors.append(f"shard worker {i + 1} died (exit code {self._procs[i].exitcode})")
                 continue
-            if len(reply) != _REPLY.size:
-                errors.append(f"shard worker {i + 1}: {reply.decode(errors='replace')}")
+            if reply[:1] == b"e":
+                errors.append(f"shard worker {i + 1}: {reply[1:].decode(errors='replace')}")
                 continue
-            total += _REPLY.unpack(reply)[0]
+            total += _REPLY.unpack(reply)[1]
         if errors:
             self.close()
             raise RuntimeError("; ".join(errors))
@@ -146,10 +146,10 @@ class ShardWorkers:
             try:
                 replica.zero_grad()
                 loss = weighted_step(replica, self.loss_fn, self.inputs[i, :rows], self.targets[i, :rows], weight)
-                conn.send_bytes(_REPLY.pack(loss))
+                conn.send_bytes(_REPLY.pack(b"k", loss))
             except Exception as exc:  # reported by the parent, which stops the workers
                 line = traceback.format_exception_only(exc)[-1].strip().replace("\n", " ")
-                conn.send_bytes(line.encode())
+                conn.send_bytes(b"e" + line.encode())
 
     def close(self) -> None:
         """Stop the workers (closing their pipes ends their loops) and release the mapping."""

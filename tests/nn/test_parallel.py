@@ -87,6 +87,10 @@ def raise_value_error():
     raise ValueError("bad\nshard")
 
 
+def raise_eof_error():
+    raise EOFError
+
+
 @needs_fork
 def test_worker_processes_report_errors_refork_for_new_shapes_and_stop_on_close(threads, rng):
     threads(2)
@@ -96,6 +100,8 @@ def test_worker_processes_report_errors_refork_for_new_shapes_and_stop_on_close(
     with pytest.raises(RuntimeError, match=r"^shard worker 1: ValueError: bad shard$"):
         parallel.forward_backward(x, x, only_in_workers(raise_value_error))
     assert parallel._workers is None  # stopped after the error; the next step forks new workers
+    with pytest.raises(RuntimeError, match=r"^shard worker 1: EOFError$"):  # as long as a loss reply
+        parallel.forward_backward(x, x, only_in_workers(raise_eof_error))
 
     for shape in [(4, 8, 8, 1), (6, 16, 8, 1), (2, 8, 8, 1)]:  # bigger shards and new sizes re-fork
         x, target = rng.random(shape), rng.random(shape)
