@@ -108,8 +108,7 @@ class Sequential:
 
     def backward(self, dy, *, input_grad: bool = True):
         """``input_grad=False``: the first layer, a Conv2d, skips its dx (returns None)."""
-        for i in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[i][1]
+        for i, (_, layer) in reversed(list(enumerate(self.layers))):
             if i == 0 and not input_grad and isinstance(layer, Conv2d):
                 return layer.backward(dy, input_grad=False)
             dy = layer.backward(dy)

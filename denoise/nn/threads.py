@@ -98,27 +98,30 @@ def run_shards(fn: Callable[[int], Any], n: int) -> list:
         return [fn(i) for i in range(n)]
 
     def marked(i):
-        _local.inline = True
-        try:
+        with _inline_flag():
             return fn(i)
-        finally:
-            _local.inline = False
 
     with blas_single_thread():
         return list(_get_pool().map(marked, range(n)))
 
 
 @contextlib.contextmanager
+def _inline_flag():
+    """Mark this thread as running one shard: splits inside it run inline."""
+    before = getattr(_local, "inline", False)
+    _local.inline = True
+    try:
+        yield
+    finally:
+        _local.inline = before
+
+
+@contextlib.contextmanager
 def inline():
     """Run everything inside on this thread, BLAS pinned to one thread: a shard whose
     sibling shards run elsewhere (other threads or processes) keeps to its own core."""
-    before = getattr(_local, "inline", False)
-    with blas_single_thread():
-        _local.inline = True
-        try:
-            yield
-        finally:
-            _local.inline = before
+    with blas_single_thread(), _inline_flag():
+        yield
 
 
 def _get_pool() -> ThreadPoolExecutor:

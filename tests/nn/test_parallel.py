@@ -20,6 +20,21 @@ def threads():
     set_num_threads(before)
 
 
+def assert_grads_match(model, grads_ref):
+    for k, g in model.gradients().items():
+        np.testing.assert_allclose(g, grads_ref[k], rtol=1e-10, atol=1e-14, err_msg=k)
+
+
+@pytest.fixture
+def in_processes(threads):
+    """(float64 model, its DataParallel on 2 worker processes); the workers are stopped after."""
+    threads(2)
+    model = ConvAutoencoder(ARCH, np.random.default_rng(0), dtype=np.float64)
+    parallel = DataParallel(model, mode="processes")
+    yield model, parallel
+    parallel.close()
+
+
 def plain_loss_and_grads(model, x, target, loss_fn):
     model.zero_grad()
     loss, grad = loss_fn(model.forward(x), target)
@@ -44,8 +59,7 @@ def test_sharded_step_matches_plain_step(threads, rng, n_threads, batch, loss_fn
         loss = parallel.forward_backward(x, target, loss_fn)
 
     assert loss == pytest.approx(loss_ref, rel=1e-12)
-    for k, g in model.gradients().items():
-        np.testing.assert_allclose(g, grads_ref[k], rtol=1e-10, atol=1e-14, err_msg=k)
+    assert_grads_match(model, grads_ref)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -92,10 +106,8 @@ def raise_eof_error():
 
 
 @needs_fork
-def test_worker_processes_report_errors_refork_for_new_shapes_and_stop_on_close(threads, rng):
-    threads(2)
-    model = ConvAutoencoder(ARCH, np.random.default_rng(0), dtype=np.float64)
-    parallel = DataParallel(model, mode="processes")
+def test_worker_processes_report_errors_refork_for_new_shapes_and_stop_on_close(in_processes, rng):
+    model, parallel = in_processes
     x = rng.random((4, 8, 8, 1))
     with pytest.raises(RuntimeError, match=r"^shard worker 1: ValueError: bad shard$"):
         parallel.forward_backward(x, x, only_in_workers(raise_value_error))
@@ -108,8 +120,7 @@ def test_worker_processes_report_errors_refork_for_new_shapes_and_stop_on_close(
         loss_ref, grads_ref = plain_loss_and_grads(model, x, target, mse_loss)
         model.zero_grad()
         assert parallel.forward_backward(x, target, mse_loss) == pytest.approx(loss_ref, rel=1e-12)
-        for k, g in model.gradients().items():
-            np.testing.assert_allclose(g, grads_ref[k], rtol=1e-10, atol=1e-14, err_msg=k)
+        assert_grads_match(model, grads_ref)
     procs = list(parallel._workers._procs)
     assert procs and all(p.is_alive() for p in procs)
     parallel.close()
@@ -117,10 +128,8 @@ def test_worker_processes_report_errors_refork_for_new_shapes_and_stop_on_close(
 
 
 @needs_fork
-def test_a_worker_that_dies_is_reported_and_replaced(threads, rng):
-    threads(2)
-    model = ConvAutoencoder(ARCH, np.random.default_rng(0), dtype=np.float64)
-    parallel = DataParallel(model, mode="processes")
+def test_a_worker_that_dies_is_reported_and_replaced(in_processes, rng):
+    model, parallel = in_processes
     x = rng.random((4, 8, 8, 1))
     with pytest.raises(RuntimeError, match=r"shard worker 1 died \(exit code 3\)"):
         parallel.forward_backward(x, x, only_in_workers(lambda: os._exit(3)))
@@ -131,7 +140,6 @@ def test_a_worker_that_dies_is_reported_and_replaced(threads, rng):
     loss_ref, _ = plain_loss_and_grads(model, x, x, mse_loss)
     assert parallel.forward_backward(x, x, mse_loss) == pytest.approx(loss_ref, rel=1e-12)
     assert parallel._workers._procs[0] is not first
-    parallel.close()
 
 
 def test_mode_is_checked():
