@@ -203,6 +203,40 @@ def evaluate(
     raise typer.Exit(EXIT_PARTIAL if result.problems else EXIT_OK)
 
 
+@app.command()
+def qa(
+    before: Annotated[Path, typer.Argument(help="DICOM file or folder (scanned recursively).")],
+    after: Annotated[Path | None, typer.Argument(
+        help="Its processed version (file or folder), paired with BEFORE as --match says.")] = None,
+    match: Annotated[str, typer.Option(help="Pair AFTER with BEFORE by: path (relative path), sop "
+                                       "(SourceImageSequence/SOP UID) or position.")] = "path",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")]
+    = None,
+    roi: Annotated[list[str] | None, typer.Option(
+        "--roi", help="x,y,w,h: a pixel ROI (x column, y row of its top-left pixel) for noise SD and NPS "
+        "instead of the automatic soft-tissue regions; repeat for several.")] = None,
+):
+    """Noise SD (HU), noise texture (NPS peak and mean frequency, cycles/mm) and edge sharpness (10-90 %
+    width, mm) measured on the images alone; with AFTER, before vs after on the same regions and edges,
+    and the residual BEFORE - AFTER."""
+    from pipelines import qa as job
+
+    try:
+        rois = [job.parse_roi(text) for text in roi or []]
+        with batch_progress("qa") as (on_plan, on_outcome):
+            result = job.run(before, after, match=match, rois=rois, json_out=json_out,
+                             on_plan=on_plan, on_file=on_outcome)
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    print_qa(result)
+    if json_out is not None:
+        out.print(f"results written: {json_out}", markup=False)
+    if not result.files:
+        what = "nothing matched between BEFORE and AFTER" if result.paired else "no CT image found"
+        raise fail(f"{what} ({before}{' and ' + str(after) if after else ''})", EXIT_NOTHING)
+    raise typer.Exit(result.exit_code)
+
+
 manifest_app = typer.Typer(help="Build data-set manifests (files, SHA-256, series, patient split).",
                            no_args_is_help=True)
 app.add_typer(manifest_app, name="manifest")
@@ -365,6 +399,62 @@ def print_evaluation(result) -> None:
         print_methods(result.methods)
     for note in result.notes:
         out.print(f"note: {note}", markup=False)
+
+
+def _num(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _qa_cells(row: dict, paired: bool) -> tuple[str, ...]:
+    b = row.get("before") or {}
+    if not paired:
+        return (_num(b.get("noise_sd_hu"), ".1f"), _num(b.get("nps_peak_freq_mm"), ".3f"),
+                _num(b.get("nps_mean_freq_mm"), ".3f"), _num(b.get("edge_width_mm"), ".2f"),
+                _num(b.get("mtf50_per_mm"), ".3f"))
+    a, c = row.get("after") or {}, row.get("change") or {}
+
+    def pair(key, spec):
+        return f"{_num(b.get(key), spec)} -> {_num(a.get(key), spec)}"
+
+    return (pair("noise_sd_hu", ".1f"), _num(c.get("noise_reduction_pct"), "+.0f"),
+            pair("nps_peak_freq_mm", ".3f"), pair("nps_mean_freq_mm", ".3f"), pair("edge_width_mm", ".2f"),
+            _num(c.get("edge_width_change_pct"), "+.1f"), _num(row.get("residual_sd_hu"), ".1f"),
+            _num(row.get("residual_structure"), ".2f"))
+
+
+def print_qa(result) -> None:
+    """Per-series table, per-slice table and the mean; then notes and problems."""
+    paired = result.paired
+    head = (("noise SD HU", "noise -%", "NPS peak /mm", "NPS mean /mm", "edge 10-90 mm", "edge +%",
+             "resid SD HU", "resid struct") if paired
+            else ("noise SD HU", "NPS peak /mm", "NPS mean /mm", "edge 10-90 mm", "MTF50 /mm"))
+    right = tuple(range(1, len(head) + 1))
+    if paired:
+        out.print("before -> after, measured where BEFORE has uniform tissue and edges; "
+                  "noise -% is the noise reduction, edge +% the change of edge width", markup=False)
+    rows = [("series", *head)]
+    for s in result.series:
+        rows.append((f"{s['series']} ({s['slices']} slices, NPS: {s['nps_method']})", *_qa_cells(s, paired)))
+    if len(rows) > 1:
+        print_rows(rows, right=right)
+        out.print("", markup=False)
+    rows = [("file", *head)]
+    for f in result.measured:
+        d = f.to_dict()
+        rows.append((f.file, *_qa_cells(d, paired)))
+    if result.measured:
+        rows.append((f"mean of {len(result.measured)} files", *_qa_cells(result.mean(), paired)))
+        print_rows(rows, right=right)
+    for note in result.notes():
+        out.print(f"note: {note}", markup=False)
+    for name in result.unmatched_after:
+        out.print(f"unmatched after file: {name}", markup=False)
+    if result.unmatched_before:
+        out.print(f"{len(result.unmatched_before)} before file(s) had no after file", markup=False)
+    for line in result.ignored:
+        out.print(f"ignored {line}", markup=False)
+    for line in result.problems:
+        out.print(f"FAILED  {line}", markup=False)
 
 
 def print_methods(methods: dict) -> None:
