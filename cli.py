@@ -360,7 +360,16 @@ def demo(
     out.print(f"sample CT: {result['inputs']} (noise added: sigma 50 HU)", markup=False)
     out.print(f"denoised: {result['denoise'].summary()}", markup=False)
     print_evaluation(result["evaluation"])
-    out.print(f"\nreport (noisy | model | clean, metrics vs baselines): {result['report']}", markup=False)
+    mean = result["qa"].mean()
+    change = mean.get("change") or {}
+    out.print(f"\nno reference (qa, noisy -> denoised, mean of {mean['files']} files): noise SD "
+              f"{_num(mean['before'].get('noise_sd_hu'), '.1f')} -> {_num(mean['after'].get('noise_sd_hu'), '.1f')} HU "
+              f"({_num(change.get('noise_reduction_pct'), '.0f')} % lower), NPS mean frequency "
+              f"{_num(mean['before'].get('nps_mean_freq_mm'), '.3f')} -> "
+              f"{_num(mean['after'].get('nps_mean_freq_mm'), '.3f')} cycles/mm, edge width "
+              f"{_num(change.get('edge_width_change_pct'), '+.1f')} %", markup=False)
+    out.print(f"\nreport (noisy | model | clean | residual, metrics vs baselines, noise texture and sharpness): "
+              f"{result['report']}", markup=False)
     raise typer.Exit(max(result["noise"].exit_code, result["denoise"].exit_code))
 
 
@@ -397,6 +406,7 @@ def print_evaluation(result) -> None:
         out.print(f"FAILED  {line}", markup=False)
     if len(result.methods) > 1:
         print_methods(result.methods)
+    print_quality_methods(result.quality)
     for note in result.notes:
         out.print(f"note: {note}", markup=False)
 
@@ -416,7 +426,8 @@ def _qa_cells(row: dict, paired: bool) -> tuple[str, ...]:
     def pair(key, spec):
         return f"{_num(b.get(key), spec)} -> {_num(a.get(key), spec)}"
 
-    return (pair("noise_sd_hu", ".1f"), _num(c.get("noise_reduction_pct"), "+.0f"),
+    reduction = c.get("noise_reduction_pct")
+    return (pair("noise_sd_hu", ".1f"), _num(None if reduction is None else -reduction, "+.0f"),
             pair("nps_peak_freq_mm", ".3f"), pair("nps_mean_freq_mm", ".3f"), pair("edge_width_mm", ".2f"),
             _num(c.get("edge_width_change_pct"), "+.1f"), _num(row.get("residual_sd_hu"), ".1f"),
             _num(row.get("residual_structure"), ".2f"))
@@ -425,13 +436,13 @@ def _qa_cells(row: dict, paired: bool) -> tuple[str, ...]:
 def print_qa(result) -> None:
     """Per-series table, per-slice table and the mean; then notes and problems."""
     paired = result.paired
-    head = (("noise SD HU", "noise -%", "NPS peak /mm", "NPS mean /mm", "edge 10-90 mm", "edge +%",
+    head = (("noise SD HU", "noise %", "NPS peak /mm", "NPS mean /mm", "edge 10-90 mm", "edge +%",
              "resid SD HU", "resid struct") if paired
             else ("noise SD HU", "NPS peak /mm", "NPS mean /mm", "edge 10-90 mm", "MTF50 /mm"))
     right = tuple(range(1, len(head) + 1))
     if paired:
         out.print("before -> after, measured where BEFORE has uniform tissue and edges; "
-                  "noise -% is the noise reduction, edge +% the change of edge width", markup=False)
+                  "noise % and edge +% are the changes of noise SD and edge width", markup=False)
     rows = [("series", *head)]
     for s in result.series:
         rows.append((f"{s['series']} ({s['slices']} slices, NPS: {s['nps_method']})", *_qa_cells(s, paired)))
@@ -455,6 +466,22 @@ def print_qa(result) -> None:
         out.print(f"ignored {line}", markup=False)
     for line in result.problems:
         out.print(f"FAILED  {line}", markup=False)
+
+
+def print_quality_methods(measured: dict) -> None:
+    """One table: no-reference measures per image kind (reference, test, noisy input, baselines)."""
+    if not measured:
+        return
+    out.print("\nno-reference measures (where the reference has uniform tissue and edges; residual = noisy - "
+              "output)", markup=False)
+    rows = [("image", "noise SD HU", "NPS peak /mm", "NPS mean /mm", "edge 10-90 mm", "MTF50 /mm",
+             "resid SD HU", "resid struct")]
+    for name, m in measured.items():
+        rows.append((name, _num(m.get("noise_sd_hu"), ".1f"), _num(m.get("nps_peak_freq_mm"), ".3f"),
+                     _num(m.get("nps_mean_freq_mm"), ".3f"), _num(m.get("edge_width_mm"), ".2f"),
+                     _num(m.get("mtf50_per_mm"), ".3f"), _num(m.get("residual_sd_hu"), ".1f"),
+                     _num(m.get("residual_structure"), ".2f")))
+    print_rows(rows, right=tuple(range(1, 8)))
 
 
 def print_methods(methods: dict) -> None:

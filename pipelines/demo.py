@@ -3,8 +3,10 @@
 Copies pydicom's and pydicom-data's sample CT slices into ``out/input``, adds
 Gaussian noise (``out/noisy``), denoises it with the bundled model
 (``out/denoised``), scores model, noisy input and classical baselines against
-the originals (``out/evaluation.json``) and writes the HTML report
-(``out/report/index.html``). Each step is the same job the CLI runs.
+the originals (``out/evaluation.json``), measures noise, texture and
+sharpness of the noisy input against the denoised output without a
+reference (``out/qa.json``, as ``ct-denoise qa`` does) and writes the HTML
+report (``out/report/index.html``). Each step is the same job the CLI runs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from denoise.baselines import available_baselines
 from denoise.samples import sample_ct_files
-from pipelines import denoise_folder, evaluate, noise, report
+from pipelines import denoise_folder, evaluate, noise, qa, report
 
 DEMO_BASELINES = ("nlm", "tv", "wavelet")  # BM3D (~10 s per slice) only in benchmarks/quality.py
 
@@ -42,6 +44,9 @@ def run(out_dir: str | os.PathLike, *, sigma_hu: float = 50.0, seed: int = 0, mo
     names = [b for b in DEMO_BASELINES if b in available_baselines()]
     scores = evaluate.run(inputs, out / "denoised", noisy=out / "noisy", baselines=names, test_label="model",
                           json_out=out / "evaluation.json")
+    step("measuring noise, texture and sharpness before and after (no reference)")
+    measured = qa.run(out / "noisy", out / "denoised", json_out=out / "qa.json")
     step("writing the report")
     html = report.run(out, out / "report")
-    return {"inputs": inputs, "noise": noisy, "denoise": denoised, "evaluation": scores, "report": html}
+    return {"inputs": inputs, "noise": noisy, "denoise": denoised, "evaluation": scores, "qa": measured,
+            "report": html}

@@ -5,6 +5,12 @@ file's SourceImageSequence points at its reference, or the SOP UIDs are
 equal) or by slice position (same frame of reference and position along the
 normal). Metrics per file and their mean, in a stated HU window with
 data_range 1; nothing patient-identifying is reported.
+
+Beside the reference metrics, every image kind (reference, test, noisy input,
+each baseline) gets the no-reference measures of ``ct-denoise qa`` (noise SD,
+NPS peak and mean frequency, edge width, MTF50), all measured where the
+reference has uniform tissue and edges; with ``--noisy``, the residual
+(noisy - output) of the test and of each baseline too.
 """
 
 from __future__ import annotations
@@ -16,13 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from denoise import metrics
+from denoise import metrics, quality
 from denoise.atomic import write_json
 from denoise.dicom.pixels import load_ct
 from denoise.dicom.scan import CTFile, ScanResult, scan
+from denoise.quality.tally import Tally
 
 TEST_LABEL = "test"
 NOISY_LABEL = "noisy input"
+REFERENCE_LABEL = "reference"
 
 MATCH_MODES = ("path", "sop", "position")
 METRIC_KEYS = ("psnr", "ssim", "rmse_hu", "mse")
@@ -33,6 +41,7 @@ class FileScore:
     reference: str  # relative path under the reference root
     test: str
     scores: dict
+    quality: dict = field(default_factory=dict)  # label -> no-reference measures of this file
 
 
 @dataclass
@@ -48,6 +57,20 @@ class Evaluation:
     test_label: str = TEST_LABEL
     sources: dict = field(default_factory=dict)  # reference/test/noisy roots, for the report
     notes: list[str] = field(default_factory=list)
+    tallies: dict[str, Tally] = field(default_factory=dict)  # label -> slices measured, for `quality`
+
+    def tally(self, label: str) -> Tally:
+        return self.tallies.setdefault(label, Tally())
+
+    @property
+    def quality(self) -> dict:
+        """label -> pooled no-reference measures (+ residual vs the noisy input, + 1-D NPS curve)."""
+        out = {}
+        for label, tally in self.tallies.items():
+            pooled, _ = tally.pooled()
+            out[label] = {**pooled.summary(), **(tally.residual_mean() if tally.residuals else {}),
+                          "nps_curve": pooled.nps_curve(), "esf_curve": pooled.esf_curve()}
+        return out
 
     def mean(self) -> dict:
         if not self.files:
@@ -62,7 +85,8 @@ class Evaluation:
             "match": self.match,
             "n_matched": len(self.files),
             "mean": self.mean(),
-            "files": [{"reference": f.reference, "test": f.test, **f.scores} for f in self.files],
+            "files": [{"reference": f.reference, "test": f.test, **f.scores, "quality": f.quality}
+                      for f in self.files],
             "unmatched_reference": self.unmatched_reference,
             "unmatched_test": self.unmatched_test,
             "problems": self.problems,
@@ -70,6 +94,7 @@ class Evaluation:
             "methods": self.methods,
             "sources": self.sources,
             "notes": self.notes,
+            "quality": self.quality,
         }
 
 
@@ -117,11 +142,47 @@ def match_files(ref: ScanResult, test: ScanResult,
     return pairs, unmatched_ref, unmatched_test
 
 
-def score_pair(ref: CTFile, test: CTFile, *, window, use_mask: bool) -> dict:
+def score_pair(ref: CTFile, test: CTFile, *, window, use_mask: bool) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Reference metrics of one pair, and both images in HU."""
     ref_hu, test_hu = load_ct(ref.path).hu, load_ct(test.path).hu
     mask = metrics.body_mask(ref_hu) if use_mask else None
-    return {k: v for k, v in metrics.compare(ref_hu, test_hu, window=window, mask=mask).items()
-            if k in METRIC_KEYS}
+    scores = {k: v for k, v in metrics.compare(ref_hu, test_hu, window=window, mask=mask).items()
+              if k in METRIC_KEYS}
+    return scores, ref_hu, test_hu
+
+
+def measure_quality(ref_hu: np.ndarray, spacing, images: dict[str, np.ndarray], tallies: dict[str, Tally], *,
+                    noisy: np.ndarray | None = None) -> dict:
+    """No-reference measures of each image (frames, H, W) where the reference
+    has uniform tissue and edges, frame by frame, into ``tallies`` (and, with
+    ``noisy``, each image's residual noisy - image); returns label -> this
+    file's measures."""
+    per_file = {label: Tally() for label in images}
+    for k, ref in enumerate(ref_hu):
+        layout = quality.plan(ref, spacing)
+        for label, image in images.items():
+            res = quality.residual(noisy[k], image[k], layout) if noisy is not None and image is not noisy else None
+            per_file[label].add(quality.measure(image[k], layout), res)
+    for label, tally in per_file.items():
+        tallies.setdefault(label, Tally()).extend(tally)
+    return {label: tally.pooled()[0].summary() for label, tally in per_file.items()}
+
+
+def _measure_outputs(result: Evaluation, ref_ct: CTFile, ref_hu, noisy_hu, outputs: dict, test_ct) -> None:
+    """No-reference measures of the noisy input and the baseline outputs, and
+    the residuals noisy - output of the baselines and of the test file."""
+    images = dict(outputs)
+    if test_ct is not None:
+        test_hu = load_ct(test_ct.path).hu
+        if test_hu.shape == noisy_hu.shape:
+            images[result.test_label] = test_hu
+    fresh: dict[str, Tally] = {}
+    measure_quality(ref_hu, ref_ct.pixel_spacing, images, fresh, noisy=noisy_hu)
+    for label, tally in fresh.items():
+        if label == result.test_label:  # its measures are in already: only its residuals are new
+            result.tally(label).residuals += tally.residuals
+        else:
+            result.tally(label).extend(tally)
 
 
 def parse_baselines(text: str | None) -> list[str]:
@@ -136,9 +197,12 @@ def parse_baselines(text: str | None) -> list[str]:
 
 
 def compare_baselines(result: Evaluation, ref_scan: ScanResult, noisy_scan: ScanResult, names: list[str], *,
-                      match: str, use_mask: bool, on_step=None) -> None:
+                      match: str, use_mask: bool, on_step=None, tested: dict | None = None) -> None:
     """Score the noisy input and each classical baseline run on it against the
-    reference (same pairs, window and mask); fills ``result.methods``."""
+    reference (same pairs, window and mask); fills ``result.methods``. Each
+    output's no-reference measures and its residual (noisy - output) go into
+    ``result.tallies``; so does the residual of the test file that ``tested``
+    pairs with the same reference."""
     from denoise.baselines import BaselineUnavailable, run_baseline
 
     pairs, _, _ = match_files(ref_scan, noisy_scan, match)
@@ -160,6 +224,7 @@ def compare_baselines(result: Evaluation, ref_scan: ScanResult, noisy_scan: Scan
             continue
         sums[NOISY_LABEL].append(score)
         n_slices += len(noisy_hu)
+        outputs = {NOISY_LABEL: noisy_hu}
         for name in names:
             if name in unavailable:
                 continue
@@ -172,8 +237,10 @@ def compare_baselines(result: Evaluation, ref_scan: ScanResult, noisy_scan: Scan
                 continue
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
             sums.setdefault(name, []).append(metrics.compare(ref_hu, out, window=window, mask=mask))
+            outputs[name] = out
             if on_step is not None:
                 on_step(name, str(noisy_ct.relpath))
+        _measure_outputs(result, ref_ct, ref_hu, noisy_hu, outputs, (tested or {}).get(ref_ct.relpath))
     for name, scores in sums.items():
         if scores:
             row = {k: float(np.mean([s[k] for s in scores])) for k in METRIC_KEYS}
@@ -200,18 +267,21 @@ def run(reference: str | os.PathLike, test: str | os.PathLike, *, match: str = "
                       (("reference", reference), ("test", test), ("noisy", noisy)) if v is not None}
     for ref_ct, test_ct in pairs:
         try:
-            scores = score_pair(ref_ct, test_ct, window=(low, high), use_mask=mask)
+            scores, ref_hu, test_hu = score_pair(ref_ct, test_ct, window=(low, high), use_mask=mask)
         except ValueError as exc:  # unreadable pixels or mismatched shapes
             result.problems.append(f"{test_ct.relpath}: {exc}")
             continue
-        result.files.append(FileScore(str(ref_ct.relpath), str(test_ct.relpath), scores))
+        measured = measure_quality(ref_hu, ref_ct.pixel_spacing, {REFERENCE_LABEL: ref_hu, test_label: test_hu},
+                                   result.tallies)
+        result.files.append(FileScore(str(ref_ct.relpath), str(test_ct.relpath), scores, measured))
         if on_pair is not None:
             on_pair(result.files[-1])
     if result.files:
         result.methods[test_label] = result.mean()
     if noisy is not None:
+        tested = {r.relpath: t for r, t in pairs}
         compare_baselines(result, ref_scan, scan(noisy), list(baselines or []), match=match, use_mask=mask,
-                          on_step=on_step)
+                          on_step=on_step, tested=tested)
     if json_out is not None:
         write_json(json_out, result.to_dict())
     return result

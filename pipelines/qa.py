@@ -201,8 +201,8 @@ class _SeriesRun:
             self.slices += 1
         entry.frames = len(before.hu)
         entry.result = compare_tallies(file_before, file_after if after is not None else None)
-        entry.result.pop("nps_curve", None)
-        entry.result.pop("nps_method", None)
+        for key in ("nps_curve", "esf_curve", "nps_method"):  # series-level only
+            entry.result.pop(key, None)
         entry.notes = notes
         self.files += 1
 

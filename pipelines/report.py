@@ -3,11 +3,14 @@
 ``source`` is a training run folder (``config.toml``, ``log.json``,
 ``progress.gif``, ``curves.png``, ``checkpoints/``; see ``pipelines/train.py``),
 an evaluation folder holding ``evaluation.json`` (``ct-denoise evaluate
---json``), or a folder holding both. The report goes to ``out/index.html``
-with every picture embedded, and each picture is also written beside it::
+--json``), a folder holding ``qa.json`` (``ct-denoise qa --json``; or that
+file itself), or a folder holding several of them. The report goes to
+``out/index.html`` with every picture embedded, and each picture is also
+written beside it::
 
     OUT/index.html     tables, notes and every image below as data: URIs
-    OUT/panel_N.png    noisy | test | clean for up to 3 matched files, zoomed inset
+    OUT/panel_N.png    noisy | test | clean | noisy - test for up to 3 matched files, zoomed inset
+    OUT/quality.png, OUT/qa_*.png   noise texture and sharpness (see pipelines/report_quality.py)
     OUT/scroll.gif     the matched series, noisy beside test
     OUT/curves.png     copied from the run (or drawn from log.json)
     OUT/progress.gif   copied from the run
@@ -31,64 +34,15 @@ import numpy as np
 
 from denoise.atomic import atomic_path
 from denoise.text import one_line
+from pipelines.report_parts import Scrub, check_window, first_frame, num, spread, window_text
+from pipelines.report_quality import EXPLAIN, evaluation_quality, load_qa, qa_file, qa_sections
 
 EVALUATION_JSON = "evaluation.json"
-DEFAULT_DISPLAY_WINDOW = (-160.0, 240.0)  # soft tissue
 MAX_PANELS = 3
 MAX_SCROLL_SLICES = 60
 PANEL_MAX_SIDE = 512  # larger slices are area-shrunk for the panels
 SCROLL_MAX_SIDE = 256
-_STALE = re.compile(r"panel_\d+\.png|scroll\.gif")  # outputs only this job writes
-
-
-class _Scrub:
-    """Replace known absolute paths in free text (notes, error messages) by
-    placeholders, so no source location reaches the report."""
-
-    def __init__(self):
-        self.pairs: list[tuple[str, str]] = []
-
-    def add(self, path, label: str) -> None:
-        if not path:
-            return
-        for form in {str(Path(path)), str(Path(path).absolute()), str(Path(path).resolve())}:
-            if len(form) > 1:
-                self.pairs.append((form, label))
-        self.pairs.sort(key=lambda p: -len(p[0]))
-
-    def __call__(self, text) -> str:
-        text = str(text)
-        for path, label in self.pairs:
-            text = text.replace(path, label)
-        return text
-
-
-def _num(value, fmt: str, unit: str = "") -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    if math.isnan(value):
-        return "n/a"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return format(value, fmt) + unit
-
-
-def _window_text(window) -> str:
-    return f"{float(window[0]):g}..{float(window[1]):g} HU"
-
-
-def _check_window(window) -> tuple[float, float]:
-    if window is None:
-        return DEFAULT_DISPLAY_WINDOW
-    try:
-        low, high = (float(v) for v in window)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"display window must be two numbers (low, high) in HU, got {window!r}") from exc
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"display window needs finite low < high, got ({low:g}, {high:g})")
-    return low, high
+_STALE = re.compile(r"panel_\d+\.png|scroll\.gif|quality\.png|qa_(curves|panel|regions)_\d+\.png")  # only ours
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -117,7 +71,7 @@ def _load_evaluation(path: Path) -> dict:
         raise ValueError(f"{path}: cannot read the evaluation ({one_line(exc)})") from exc
     try:
         ok = isinstance(data, dict) and isinstance(data.get("files"), list)
-        _check_window(data["window_hu"] if ok else None)
+        check_window(data["window_hu"] if ok else None)
     except (KeyError, ValueError):
         ok = False
     if not ok:
@@ -138,9 +92,9 @@ def _methods_tables(ev: dict) -> list[dict]:
     for name, m in methods.items():
         m = m if isinstance(m, dict) else {}
         seconds = m.get("seconds_per_slice")
-        fidelity.append([str(name), _num(m.get("psnr"), ".2f"), _num(m.get("rmse_hu"), ".1f"),
-                         _num(m.get("mse"), ".3g"), "n/a" if seconds is None else _num(seconds, ".3g")])
-        structure.append([str(name), _num(m.get("ssim"), ".4f")])
+        fidelity.append([str(name), num(m.get("psnr"), ".2f"), num(m.get("rmse_hu"), ".1f"),
+                         num(m.get("mse"), ".3g"), "n/a" if seconds is None else num(seconds, ".3g")])
+        structure.append([str(name), num(m.get("ssim"), ".4f")])
     return [
         {"caption": "Mean over files: PSNR (higher is better), RMSE and MSE (lower is better)",
          "columns": ["method", "PSNR (dB)", "RMSE (HU)", "MSE", "seconds per slice"], "rows": fidelity,
@@ -157,30 +111,18 @@ def _files_table(ev: dict) -> dict:
     rows = []
     for f in files:
         label = [str(f.get("test", ""))] if same else [str(f.get("reference", "")), str(f.get("test", ""))]
-        rows.append(label + [_num(f.get("psnr"), ".2f"), _num(f.get("ssim"), ".4f"), _num(f.get("rmse_hu"), ".1f"),
-                             _num(f.get("mse"), ".3g")])
+        rows.append(label + [num(f.get("psnr"), ".2f"), num(f.get("ssim"), ".4f"), num(f.get("rmse_hu"), ".1f"),
+                             num(f.get("mse"), ".3g")])
     return {"caption": f"{ev.get('test_label', 'test')} against the reference, per file",
             "columns": names + ["PSNR (dB)", "SSIM", "RMSE (HU)", "MSE"], "rows": rows}
 
 
-def _spread(n: int, k: int) -> list[int]:
-    """``k`` indices spread through ``range(n)``, away from the very ends."""
-    k = min(k, n)
-    return sorted({min(n - 1, int((i + 0.5) * n / k)) for i in range(k)})
-
-
-def _first_frame(ct) -> np.ndarray:
-    from denoise.dicom import load_ct
-
-    return load_ct(ct.path).hu[0]
-
-
-def _pictures(ev: dict, out: Path, display: tuple[float, float], scrub: _Scrub,
+def _pictures(ev: dict, out: Path, display: tuple[float, float], scrub: Scrub,
               notes: list[str]) -> tuple[list[dict], list[str]]:
     """Panels and the scroll GIF; (images, names written). Anything missing or
     unreadable becomes a note instead of an error."""
     from denoise.dicom.scan import scan
-    from denoise.report import panel, pick_zoom_box, save_png, shrink
+    from denoise.report import panel, pick_zoom_box, residual_window, save_png, shrink
     from pipelines.evaluate import match_files
 
     sources = ev.get("sources") or {}
@@ -215,7 +157,7 @@ def _pictures(ev: dict, out: Path, display: tuple[float, float], scrub: _Scrub,
 
     images, written = [], []
     files = [f for f in ev["files"] if isinstance(f, dict)]
-    for number, index in enumerate(_spread(len(files), MAX_PANELS), start=1):
+    for number, index in enumerate(spread(len(files), MAX_PANELS), start=1):
         entry = files[index]
         name = str(entry.get("test", ""))
         pair = by_name.get((str(entry.get("reference", "")), name))
@@ -224,24 +166,27 @@ def _pictures(ev: dict, out: Path, display: tuple[float, float], scrub: _Scrub,
             continue
         ref_ct, test_ct = pair
         try:
-            clean, test = _first_frame(ref_ct), _first_frame(test_ct)
+            clean, test = first_frame(ref_ct), first_frame(test_ct)
             noisy_ct = noisy_of.get(str(ref_ct.relpath))
-            tiles = ([("noisy", _first_frame(noisy_ct))] if noisy_ct is not None else []) + [
-                (label, test), ("clean", clean)]
+            noisy = first_frame(noisy_ct) if noisy_ct is not None else None
+            tiles = ([("noisy", noisy)] if noisy is not None else []) + [(label, test), ("clean", clean)]
             if len({t.shape for _, t in tiles}) != 1:
                 raise ValueError(f"slice sizes differ ({', '.join('x'.join(map(str, t.shape)) for _, t in tiles)})")
             tiles = [(title, shrink(t, PANEL_MAX_SIDE)) for title, t in tiles]
-            clean_small = tiles[-1][1]
+            if noisy is not None:  # what the method removed, beside the pictures
+                residual = tiles[0][1] - tiles[1][1]
+                tiles.append((f"noisy - {label}", residual, residual_window(residual)))
+            clean_small = tiles[-2 if noisy is not None else -1][1]
             box = pick_zoom_box(clean_small, max(8, min(clean_small.shape) // 8))
-            header = (f"{label}: PSNR {_num(entry.get('psnr'), '.2f')} dB  SSIM {_num(entry.get('ssim'), '.4f')}"
-                      f"   (display {_window_text(display)})")
+            header = (f"{label}: PSNR {num(entry.get('psnr'), '.2f')} dB  SSIM {num(entry.get('ssim'), '.4f')}"
+                      f"   (display {window_text(display)})")
             png = f"panel_{number}.png"
             save_png(panel(tiles, window=display, zoom_box=box, zoom=3, header=header), out / png)
         except (OSError, ValueError) as exc:
             notes.append(f"panel for {name} skipped: {scrub(one_line(exc))}")
             continue
         written.append(png)
-        shown = " | ".join(title for title, _ in tiles)
+        shown = " | ".join(tile[0] for tile in tiles) + (" (in its own window about 0 HU)" if len(tiles) > 3 else "")
         images.append({"path": out / png,
                        "caption": f"{name}: {shown}; orange box enlarged in the opposite corner"})
 
@@ -255,7 +200,7 @@ def _pictures(ev: dict, out: Path, display: tuple[float, float], scrub: _Scrub,
     return images, written
 
 
-def _scroll(pairs, path: Path, display, label: str, scrub: _Scrub, notes: list[str]) -> str | None:
+def _scroll(pairs, path: Path, display, label: str, scrub: Scrub, notes: list[str]) -> str | None:
     """Write the scroll GIF of (noisy, test) file pairs, already in display
     order; return its caption, or None (with a note) when there is nothing."""
     from denoise.report import scroll_gif, shrink
@@ -272,7 +217,7 @@ def _scroll(pairs, path: Path, display, label: str, scrub: _Scrub, notes: list[s
     noisy, test = [], []
     for n, t in pairs:
         try:
-            a, b = _first_frame(n), _first_frame(t)
+            a, b = first_frame(n), first_frame(t)
         except (OSError, ValueError) as exc:
             notes.append(f"scroll GIF: {t.relpath} left out: {scrub(one_line(exc))}")
             continue
@@ -290,20 +235,25 @@ def _scroll(pairs, path: Path, display, label: str, scrub: _Scrub, notes: list[s
             f"({shape[0]}x{shape[1]} files): noisy (left) beside {label} (right, titled \"denoised\")")
 
 
-def _evaluation_sections(ev: dict, out: Path, display, display_given: bool, scrub: _Scrub) -> tuple[list, list]:
+def _evaluation_sections(ev: dict, out: Path, display, display_given: bool, scrub: Scrub) -> tuple[list, list]:
     label = str(ev.get("test_label", "test"))
     low, high = ev["window_hu"]
     n = ev.get("n_matched", len(ev["files"]))
     text = (f"{label} scored against the reference on {n} matched file(s), paired by {ev.get('match', 'path')}.\n"
-            f"Metrics use the HU window {_window_text((low, high))}, mapped to [0, 1] "
-            f"(data range {_num(ev.get('data_range', 1.0), 'g')}); "
+            f"Metrics use the HU window {window_text((low, high))}, mapped to [0, 1] "
+            f"(data range {num(ev.get('data_range', 1.0), 'g')}); "
             f"{'body only (mask)' if ev.get('body_mask') else 'whole image'}. "
             "The best value in each table is highlighted.")
+    quality_tables, quality_images, written = evaluation_quality(ev, out)
     sections = [{"heading": "Evaluation", "text": text, "tables": _methods_tables(ev)}]
+    if quality_tables:
+        sections.append({"heading": "Noise, texture and sharpness", "text": EXPLAIN, "tables": quality_tables,
+                         "images": quality_images})
 
     notes: list[str] = []
-    images, written = _pictures(ev, out, display, scrub, notes)
-    picture_text = (f"Pictures use the display window {_window_text(display)} "
+    images, pictures = _pictures(ev, out, display, scrub, notes)
+    written += pictures
+    picture_text = (f"Pictures use the display window {window_text(display)} "
                     f"({'as requested' if display_given else 'soft tissue, the default'}); "
                     "the metrics above use the metric window. The first frame of each file is shown.")
     sections.append({"heading": "Before and after", "text": picture_text, "images": images})
@@ -369,7 +319,7 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _training_sections(run_dir: Path, out: Path, scrub: _Scrub) -> tuple[list, list, str]:
+def _training_sections(run_dir: Path, out: Path, scrub: Scrub) -> tuple[list, list, str]:
     from denoise.config import ConfigError
     from denoise.report import training_curves
     from pipelines.train import config_for
@@ -400,8 +350,8 @@ def _training_sections(run_dir: Path, out: Path, scrub: _Scrub) -> tuple[list, l
     for key, label, fmt, unit in (("val_psnr", "best validation PSNR", ".2f", " dB"),
                                   ("val_ssim", "best validation SSIM", ".4f", "")):
         best = _best(rows, key)
-        summary.append([label, "n/a" if best is None else f"{_num(best[0], fmt, unit)} (epoch {best[1]})"])
-    summary.append(["training speed", _num(_mean(rows, "patches_per_s"), ".0f", " patches/s (mean over epochs)")])
+        summary.append([label, "n/a" if best is None else f"{num(best[0], fmt, unit)} (epoch {best[1]})"])
+    summary.append(["training speed", num(_mean(rows, "patches_per_s"), ".0f", " patches/s (mean over epochs)")])
     seconds = sum(float(r.get("epoch_seconds") or 0.0) for r in rows)
     summary.append(["training time", f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"])
     if cfg is not None:
@@ -414,12 +364,12 @@ def _training_sections(run_dir: Path, out: Path, scrub: _Scrub) -> tuple[list, l
         validation = f"Gaussian sigma {val.sigma_hu:g} HU"
         if val.low_dose_i0 > 0:
             validation += f" and low-dose I0 {val.low_dose_i0:.3g}"
-        validation += f", up to {val.max_slices} slices; metric window {_window_text(val.window)}"
+        validation += f", up to {val.max_slices} slices; metric window {window_text(val.window)}"
         p, o = cfg.patches, cfg.optimizer
         summary += [
             ["training noise", noise],
             ["validation", validation],
-            ["normalization", f"{_window_text((cfg.normalization.low, cfg.normalization.high))} to [0, 1]"],
+            ["normalization", f"{window_text((cfg.normalization.low, cfg.normalization.high))} to [0, 1]"],
             ["patches", f"{p.size}x{p.size}, batch {p.batch_size}, {p.per_epoch} per epoch"],
             ["optimizer", f"{o.kind}, lr {o.lr:g} ({o.schedule}, warm-up {o.warmup_steps} steps), "
                           f"loss {cfg.training.loss}"],
@@ -445,14 +395,14 @@ def _training_sections(run_dir: Path, out: Path, scrub: _Scrub) -> tuple[list, l
     if (run_dir / "progress.gif").is_file():
         _copy(run_dir / "progress.gif", out / "progress.gif")
         written.append("progress.gif")
-        shown = f", display window {_window_text(cfg.report.display_window)}" if cfg is not None else ""
+        shown = f", display window {window_text(cfg.report.display_window)}" if cfg is not None else ""
         images.append({"path": out / "progress.gif",
                        "caption": f"one validation slice per epoch: noisy | denoised | clean{shown}"})
     else:
         notes.append("no progress.gif in the run folder")
 
-    epochs = [[r.get("epoch", k + 1), _num(r.get("train_loss"), ".4g"), _num(r.get("val_psnr"), ".2f"),
-               _num(r.get("val_ssim"), ".4f"), _num(r.get("patches_per_s"), ".0f")] for k, r in enumerate(rows)]
+    epochs = [[r.get("epoch", k + 1), num(r.get("train_loss"), ".4g"), num(r.get("val_psnr"), ".2f"),
+               num(r.get("val_ssim"), ".4f"), num(r.get("patches_per_s"), ".0f")] for k, r in enumerate(rows)]
     sections = [{"heading": f"Training run: {name}",
                  "tables": [{"caption": "Run summary", "columns": ["item", "value"], "rows": summary}],
                  "images": images, "text": "\n".join(f"- {x}" for x in notes)},
@@ -476,19 +426,22 @@ def run(source_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     source = Path(source_dir)
     if not source.exists():
         raise ValueError(f"{source}: no such file or folder")
-    display = _check_window(window)
-    eval_path = _evaluation_file(source)
+    display = check_window(window)
+    qa_path = qa_file(source)
+    eval_path = _evaluation_file(source) if qa_path != source else None
     run_dir = source if _is_training_run(source) else None
-    if eval_path is None and run_dir is None:
-        raise ValueError(f"{source}: neither a training run folder (config.toml, log.json) "
-                         f"nor an evaluation folder ({EVALUATION_JSON})")
+    if eval_path is None and run_dir is None and qa_path is None:
+        raise ValueError(f"{source}: neither a training run folder (config.toml, log.json), "
+                         f"an evaluation folder ({EVALUATION_JSON}) nor a qa result (qa.json)")
     evaluation = _load_evaluation(eval_path) if eval_path is not None else None
+    qa_doc = load_qa(qa_path) if qa_path is not None else None
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scrub = _Scrub()
-    for key, path in ((evaluation or {}).get("sources") or {}).items():
-        scrub.add(path, f"<{key}>")
+    scrub = Scrub()
+    for doc in (evaluation, qa_doc):
+        for key, path in ((doc or {}).get("sources") or {}).items():
+            scrub.add(path, f"<{key}>")
     scrub.add(source, "<source>")
     scrub.add(out, "<report>")
 
@@ -499,6 +452,11 @@ def run(source_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         written += ev_written
         parts.append(f"evaluation of {evaluation.get('test_label', 'test')} "
                      f"({evaluation.get('n_matched', len(evaluation['files']))} file(s))")
+    if qa_doc is not None:
+        qa_parts, qa_written, what = qa_sections(qa_doc, out, display, scrub)
+        sections += qa_parts
+        written += qa_written
+        parts.append(what)
     if run_dir is not None:
         tr_sections, tr_written, what = _training_sections(run_dir, out, scrub)
         sections += tr_sections

@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, EnhancedCTImageStorage, ExplicitVRLittleEndian, generate_uid
+from scipy import ndimage, special
 
 PATIENT_NAME = "SECRET^PATIENT^NAME"
 PATIENT_ID = "PID-SECRET-4242"
@@ -285,3 +287,41 @@ def us_dataset() -> Dataset:
     ds = _base("US", "1.2.840.10008.5.1.4.1.1.6.1")
     ds.set_pixel_data(np.zeros((8, 8, 3), np.uint8), "RGB", 8)
     return ds
+
+
+# ---------------------------------------------------------------- phantoms for the quality measures
+
+SIGMA = 20.0  # noise of write_noisy_series, HU
+SPACING = 0.7  # its pixel spacing, mm
+
+
+def body_phantom(rows: int = 128, *, radius_mm: float = 38.0) -> np.ndarray:
+    """A 40 HU disk in air, its edge blurred by a Gaussian of 0.5 mm."""
+    yy, xx = np.mgrid[:rows, :rows]
+    r = np.hypot((yy - rows / 2 + 0.3) * SPACING, (xx - rows / 2 + 0.2) * SPACING)
+    return -1000.0 + 1040.0 * special.ndtr((radius_mm - r) / 0.5)
+
+
+def write_noisy_series(folder: Path, n: int = 4, *, seed: int = 0, image=None, gap_mm: float = 1.0,
+                       names=None, **kw) -> list[Path]:
+    """``n`` slices of one anatomy with independent white noise of SIGMA HU."""
+    rng = np.random.default_rng(seed)
+    image = body_phantom() if image is None else image
+    uids = {k: kw.pop(k, None) or generate_uid() for k in ("study_uid", "series_uid", "frame_of_reference")}
+    paths = []
+    for k in range(n):
+        hu = image + rng.normal(0, SIGMA, image.shape)
+        ds = ct_dataset(hu, z=gap_mm * k, instance=k + 1, spacing=(SPACING, SPACING), **uids, **kw)
+        paths.append(save(ds, folder / (names[k] if names else f"s{k:02d}.dcm")))
+    return paths
+
+
+def write_smoothed(before: Path, after: Path, sigma_px: float = 1.0) -> None:
+    """AFTER: each BEFORE file smoothed by a Gaussian (a stand-in denoiser), same relative paths."""
+    for path in sorted(before.rglob("s*.dcm")):  # the slices write_noisy_series wrote
+        ds = pydicom.dcmread(path)
+        hu = ndimage.gaussian_filter(ds.RescaleSlope * ds.pixel_array.astype(np.float64) + ds.RescaleIntercept,
+                                     sigma_px)
+        out = ct_dataset(hu, z=float(ds.ImagePositionPatient[2]), spacing=(SPACING, SPACING),
+                         study_uid=ds.StudyInstanceUID, frame_of_reference=ds.FrameOfReferenceUID)
+        save(out, after / path.relative_to(before))

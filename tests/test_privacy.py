@@ -24,6 +24,8 @@ def test_no_identifier_in_any_log_report_gif_png_or_json(tmp_path, series_dir, t
         ["evaluate", str(series_dir), str(out / "den"), "--noisy", str(out / "noisy"), "--baselines", "tv",
          "--json", str(out / "eval" / "evaluation.json")],
         ["report", str(out / "eval"), "--out", str(out / "report_eval")],
+        ["qa", str(out / "noisy"), str(out / "den"), "--json", str(out / "qa" / "qa.json")],
+        ["report", str(out / "qa"), "--out", str(out / "report_qa")],
         ["report", str(tiny_run), "--out", str(out / "report_run")],
     ]
     for args in steps:

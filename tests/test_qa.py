@@ -8,50 +8,15 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
-from scipy import ndimage, special
 from typer.testing import CliRunner
 
 import cli
 from denoise.dicom import load_ct
 from pipelines import qa
-from tests.factory import ct_dataset, enhanced_ct_dataset, non_ct_dataset, save
-
-SIGMA = 20.0
-SPACING = 0.7
-
-
-def body(rows: int = 128, *, radius_mm: float = 38.0) -> np.ndarray:
-    """A 40 HU disk in air, its edge blurred by a Gaussian of 0.5 mm."""
-    yy, xx = np.mgrid[:rows, :rows]
-    r = np.hypot((yy - rows / 2 + 0.3) * SPACING, (xx - rows / 2 + 0.2) * SPACING)
-    return -1000.0 + 1040.0 * special.ndtr((radius_mm - r) / 0.5)
-
-
-def write_series(folder: Path, n: int = 4, *, seed: int = 0, image=None, gap_mm: float = 1.0,
-                 names=None, **kw) -> list[Path]:
-    """``n`` slices of one anatomy with independent white noise of SIGMA HU."""
-    rng = np.random.default_rng(seed)
-    image = body() if image is None else image
-    uids = {k: kw.pop(k, None) or pydicom.uid.generate_uid() for k in ("study_uid", "series_uid",
-                                                                        "frame_of_reference")}
-    paths = []
-    for k in range(n):
-        hu = image + rng.normal(0, SIGMA, image.shape)
-        ds = ct_dataset(hu, z=gap_mm * k, instance=k + 1, spacing=(SPACING, SPACING), **uids, **kw)
-        paths.append(save(ds, folder / (names[k] if names else f"s{k:02d}.dcm")))
-    return paths
-
-
-def write_smoothed(before: Path, after: Path, sigma_px: float = 1.0) -> None:
-    """AFTER: each BEFORE file smoothed by a Gaussian (a stand-in denoiser), same relative paths."""
-    for path in sorted(before.rglob("s*.dcm")):  # the slices write_series wrote
-        ds = pydicom.dcmread(path)
-        hu = ndimage.gaussian_filter(load_ct(path).hu[0].astype(np.float64), sigma_px)
-        out = ct_dataset(hu, z=float(ds.ImagePositionPatient[2]), spacing=(SPACING, SPACING),
-                         study_uid=ds.StudyInstanceUID, frame_of_reference=ds.FrameOfReferenceUID)
-        save(out, after / path.relative_to(before))
+from tests.factory import SIGMA, SPACING, ct_dataset, enhanced_ct_dataset, non_ct_dataset, save, write_smoothed
+from tests.factory import body_phantom as body
+from tests.factory import write_noisy_series as write_series
 
 
 def strict_json(path: Path) -> dict:

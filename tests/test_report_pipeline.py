@@ -104,3 +104,54 @@ def test_bad_sources(tmp_path):
     with pytest.raises(ValueError, match="low < high"):
         report_job.run(tmp_path / "empty", tmp_path / "out", window=(100, -100))
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluation_report_shows_noise_texture_sharpness_and_residual(tmp_path):
+    from tests.factory import write_noisy_series
+
+    write_noisy_series(tmp_path / "clean", 3, seed=1)
+    noise.run(tmp_path / "clean", tmp_path / "noisy", sigma_hu=40, seed=0)
+    noise.run(tmp_path / "clean", tmp_path / "test", sigma_hu=5, seed=1)
+    evaluate.run(tmp_path / "clean", tmp_path / "test", noisy=tmp_path / "noisy", baselines=["tv"],
+                 test_label="model", json_out=tmp_path / "eval" / "evaluation.json")
+    data = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert set(data["quality"]) == {"reference", "model", "noisy input", "tv"}
+    assert data["quality"]["noisy input"]["noise_sd_hu"] > data["quality"]["model"]["noise_sd_hu"]
+    assert data["quality"]["model"]["residual_sd_hu"] > 30  # it removed most of the added 40 HU
+    assert "residual_sd_hu" not in data["quality"]["reference"]
+    assert set(data["files"][0]["quality"]) == {"reference", "model"}
+
+    out = tmp_path / "report"
+    page = report_job.run(tmp_path / "eval", out).read_text()
+    for text in ("Noise, texture and sharpness", "NPS mean (cycles/mm)", "edge 10-90 % (mm)", "residual structure",
+                 "noisy | model | clean | noisy - model"):
+        assert text in page, text
+    assert (out / "quality.png").is_file()
+    assert iio.imread(out / "panel_1.png").shape[1] > 4 * 128  # four tiles: the residual beside the others
+    assert_private(out, tmp_path, tmp_path.resolve())
+
+
+def test_qa_report(tmp_path):
+    from pipelines import qa
+    from tests.factory import write_noisy_series, write_smoothed
+
+    write_noisy_series(tmp_path / "before" / "a", 4)
+    write_smoothed(tmp_path / "before", tmp_path / "after")
+    qa.run(tmp_path / "before", tmp_path / "after", json_out=tmp_path / "qa" / "qa.json")
+    out = tmp_path / "qa" / "report"
+    page = report_job.run(tmp_path / "qa", out).read_text()
+    for text in ("Image quality without a reference (qa)", "Per series", "noise SD (HU): before → after",
+                 "neighbour difference", "a/s00.dcm", "noise reduction", "residual before - after"):
+        assert text in page, text
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["index.html", "qa_curves_1.png", "qa_panel_1.png", "qa_panel_2.png", "qa_panel_3.png",
+                     "qa_regions_1.png", "qa_regions_2.png", "qa_regions_3.png"]
+    regions = iio.imread(out / "qa_regions_1.png")
+    assert (regions == [255, 80, 0]).all(axis=2).any() and (regions == [0, 200, 255]).all(axis=2).any()
+    assert_private(out, tmp_path, tmp_path.resolve())
+
+    same = report_job.run(tmp_path / "qa" / "qa.json", tmp_path / "direct").read_text()  # the file itself
+    assert "Image quality without a reference (qa)" in same
+    (tmp_path / "qa" / "qa.json").write_text('{"format": "ct-denoise qa"}')
+    with pytest.raises(ValueError, match="not a result written by `ct-denoise qa --json`"):
+        report_job.run(tmp_path / "qa", out)

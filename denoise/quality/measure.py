@@ -105,32 +105,37 @@ class Quality:
         freq, values = radial_nps(self.nps, self.pixel_spacing)
         return {"freq_mm": [round(float(f), 5) for f in freq], "nps_hu2mm2": [float(v) for v in values]}
 
+    def esf_curve(self) -> dict | None:
+        """The mean edge spread function (HU) as JSON-ready lists, or None."""
+        if self.esf is None:
+            return None
+        return {"offset_mm": [round(float(t), 4) for t in self.offsets_mm], "esf_hu": [float(v) for v in self.esf]}
+
     @staticmethod
     def pool(parts: list[Quality]) -> Quality:
-        """Several slices as one: NPS and ESF averaged weighted by their ROI
-        and profile counts (only parts matching the first one's geometry),
-        noise SD the mean of the slices' values."""
+        """Several slices as one. The ESF is averaged weighted by profile
+        counts (its offsets are in mm, the same for every slice); the NPS
+        weighted by ROI counts over the slices of the most common geometry
+        (ROI size and pixel spacing: NPS of other grids do not add); the noise
+        SD is the mean of the slices' values."""
         out = Quality()
-        noise = [v for p in parts for v in (p.noise_values or ([p.noise_sd_hu] if p.noise_sd_hu is not None else []))]
-        out.noise_values = noise
-        out.noise_sd_hu = float(np.mean(noise)) if noise else None
+        out.noise_values = [v for p in parts for v in (p.noise_values or ([p.noise_sd_hu] if p.noise_sd_hu is not None
+                                                                          else []))]
+        out.noise_sd_hu = float(np.mean(out.noise_values)) if out.noise_values else None
+        groups: dict = {}
         for p in parts:
             if p.nps is not None and p.nps_count:
-                if out.nps is None:
-                    out.nps, out.pixel_spacing = np.zeros_like(p.nps), p.pixel_spacing
-                if p.nps.shape == out.nps.shape and p.pixel_spacing == out.pixel_spacing:
-                    out.nps = out.nps + p.nps * p.nps_count
-                    out.nps_count += p.nps_count
-            if p.esf is not None and p.edge_count:
-                if out.esf is None:
-                    out.esf, out.offsets_mm = np.zeros_like(p.esf), p.offsets_mm
-                if p.esf.shape == out.esf.shape:
-                    out.esf = out.esf + p.esf * p.edge_count
-                    out.edge_count += p.edge_count
-        if out.nps_count:
-            out.nps = out.nps / out.nps_count
-        if out.edge_count:
-            out.esf = out.esf / out.edge_count
+                groups.setdefault((p.nps.shape, p.pixel_spacing), []).append(p)
+        if groups:
+            chosen = max(groups.values(), key=lambda g: sum(p.nps_count for p in g))
+            out.nps_count = sum(p.nps_count for p in chosen)
+            out.nps = sum(p.nps * p.nps_count for p in chosen) / out.nps_count
+            out.pixel_spacing = chosen[0].pixel_spacing
+        edged = [p for p in parts if p.esf is not None and p.edge_count]
+        if edged:
+            out.edge_count = sum(p.edge_count for p in edged)
+            out.esf = sum(p.esf * p.edge_count for p in edged) / out.edge_count
+            out.offsets_mm = edged[0].offsets_mm
         return out
 
 

@@ -33,6 +33,7 @@ ROI_MM = 15.0  # side of an NPS ROI: small enough to fit between organs, frequen
 MAX_ROIS = 64  # per slice
 STRUCTURE_FACTOR = 1.1  # an ROI whose detrended SD exceeds this x the noise SD holds anatomy
 CALM_FACTOR = 1.5  # no local SD in a uniform ROI exceeds this x the noise SD
+NO_POWER = 1e-9  # HU^2 mm^2: below this everywhere, there is no noise to describe
 
 
 def _box_sums(a: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -239,16 +240,27 @@ def nps_frequencies(freq: np.ndarray, values: np.ndarray) -> tuple[float, float]
         Frequency of the largest value above zero frequency, refined by a
         parabola through it and its neighbours.
     mean : float
-        ``sum(f NPS(f)) / sum(NPS(f))`` (TG-233's average frequency).
+        ``sum(f NPS(f)) / sum(NPS(f))`` (TG-233's average frequency), over
+        the rings above zero frequency: the zero-frequency ring holds only
+        what detrending left (rounding error), which must not weigh in.
+
+    Raises
+    ------
+    ValueError
+        For fewer than 3 rings, or no noise power (a noise-free image has no
+        noise texture).
     """
     freq, values = np.asarray(freq, dtype=np.float64), np.asarray(values, dtype=np.float64)
-    if freq.shape != values.shape or freq.size < 3 or not values.sum() > 0:
-        raise ValueError("nps_frequencies needs a 1-D NPS of at least 3 bins with some power")
-    k = 1 + int(np.argmax(values[1:]))
+    if freq.shape != values.shape or freq.size < 3:
+        raise ValueError("nps_frequencies needs a 1-D NPS of at least 3 rings")
+    f, v = freq[1:], values[1:]
+    if not v.max() > NO_POWER:
+        raise ValueError("no noise power: the regions are noise-free")
+    k = 1 + int(np.argmax(v))
     peak = freq[k]
     if k < freq.size - 1:
         a, b, c = values[k - 1], values[k], values[k + 1]
         denom = a - 2 * b + c
         if denom < 0:
             peak += 0.5 * (a - c) / denom * (freq[1] - freq[0])
-    return float(peak), float(np.sum(freq * values) / np.sum(values))
+    return float(peak), float(np.sum(f * v) / np.sum(v))

@@ -25,6 +25,12 @@ class Tally:
         if residual is not None:
             self.residuals.append(residual)
 
+    def extend(self, other: Tally) -> None:
+        """Add everything ``other`` holds."""
+        self.parts += other.parts
+        self.residuals += other.residuals
+        self.neighbour += other.neighbour
+
     def add_neighbour(self, quality: Quality) -> None:
         """The NPS of one neighbour difference (see :func:`denoise.quality.neighbour_nps`)."""
         if quality.nps_count:
@@ -55,27 +61,29 @@ class Tally:
 def compare_tallies(before: Tally, after: Tally | None, *, min_neighbour_rois: int = 0) -> dict:
     """The JSON-ready comparison of two tallies (or one): ``before`` (and
     ``after``) measurement objects, the residual numbers, ``change``, the NPS
-    method and the 1-D NPS curves."""
+    method, the 1-D NPS curves and the mean edge spread functions."""
     b, method = before.pooled(min_neighbour_rois=min_neighbour_rois)
     out = {"nps_method": method, "before": b.summary()}
-    curves = {"before": b.nps_curve()}
+    pooled = {"before": b}
     if after is not None:
         a, _ = after.pooled(min_neighbour_rois=min_neighbour_rois)  # its neighbour ROIs are before's
         out["after"] = a.summary()
         out.update(after.residual_mean())
         out["change"] = change(out["before"], out["after"])
-        curves["after"] = a.nps_curve()
-    out["nps_curve"] = _curves(curves)
+        pooled["after"] = a
+    out["nps_curve"] = _curves({k: q.nps_curve() for k, q in pooled.items()}, "freq_mm", "nps_hu2mm2")
+    out["esf_curve"] = _curves({k: q.esf_curve() for k, q in pooled.items()}, "offset_mm", "esf_hu")
     return out
 
 
-def _curves(curves: dict) -> dict | None:
-    """{"freq_mm": [...], "before": [...], "after": [...]} on one frequency grid, or None."""
+def _curves(curves: dict, axis: str, values: str) -> dict | None:
+    """{axis: [...], "before": [...], "after": [...]} on one axis, or None;
+    a curve on another axis (other pixel spacing) is None."""
     shown = {k: v for k, v in curves.items() if v is not None}
     if not shown:
         return None
-    grid = next(iter(shown.values()))["freq_mm"]
-    out = {"freq_mm": grid}
+    grid = next(iter(shown.values()))[axis]
+    out = {axis: grid}
     for key, curve in shown.items():
-        out[key] = curve["nps_hu2mm2"] if curve["freq_mm"] == grid else None
+        out[key] = curve[values] if curve[axis] == grid else None
     return out

@@ -48,15 +48,17 @@ def _zoom_inset(rgb: np.ndarray, grey: np.ndarray, box: tuple[int, int, int, int
         rgb[y:y + hh, x + ww - 1] = MARK
 
 
-def panel(tiles: list[tuple[str, np.ndarray]], window: tuple[float, float],
+def panel(tiles: list[tuple], window: tuple[float, float],
           zoom_box: tuple[int, int, int, int] | None = None, zoom: int = 2,
           header: str | None = None) -> np.ndarray:
     """RGB uint8 image: HU tiles side by side under their titles, optionally
     an enlarged inset of ``zoom_box`` (row, col, height, width) in each tile
-    and a header line on top. Only the caller's strings are drawn."""
+    and a header line on top. A tile is ``(title, image)`` shown in
+    ``window``, or ``(title, image, window)`` with its own (a residual about
+    0 HU). Only the caller's strings are drawn."""
     if not tiles:
         raise ValueError("panel needs at least one tile")
-    shapes = {np.shape(img) for _, img in tiles}
+    shapes = {np.shape(tile[1]) for tile in tiles}
     if len(shapes) != 1:
         raise ValueError(f"panel tiles must all have one shape, got {sorted(shapes)}")
     shape = shapes.pop()
@@ -72,7 +74,7 @@ def panel(tiles: list[tuple[str, np.ndarray]], window: tuple[float, float],
         raise ValueError(f"zoom must be >= 1, got {zoom}")
 
     line = _line_height()
-    widths = [max(cols, _text_width(title) + 2 * PAD) for title, _ in tiles]
+    widths = [max(cols, _text_width(tile[0]) + 2 * PAD) for tile in tiles]
     lefts = np.concatenate([[0], np.cumsum(np.add(widths, GAP))[:-1]]).astype(int)
     width = max(int(lefts[-1]) + widths[-1], _text_width(header or "") + 2 * PAD)
     top = line if header else 0
@@ -80,10 +82,10 @@ def panel(tiles: list[tuple[str, np.ndarray]], window: tuple[float, float],
     draw = ImageDraw.Draw(canvas)
     if header:
         draw.text((PAD, PAD), header, fill=255, font=_font())
-    for (title, _), left in zip(tiles, lefts, strict=True):
-        draw.text((int(left) + PAD, top + PAD), title, fill=255, font=_font())
+    for tile, left in zip(tiles, lefts, strict=True):
+        draw.text((int(left) + PAD, top + PAD), tile[0], fill=255, font=_font())
     grey = np.array(canvas)
-    shown = [to_display(img, window) for _, img in tiles]
+    shown = [to_display(tile[1], tile[2] if len(tile) > 2 else window) for tile in tiles]
     for img, left in zip(shown, lefts, strict=True):
         grey[-rows:, left:left + cols] = img
     rgb = np.repeat(grey[..., None], 3, axis=2)

@@ -1,0 +1,248 @@
+"""Report sections for the no-reference measures: the quality table and NPS /
+edge-profile plot of an evaluation, and the sections of a ``ct-denoise qa
+--json`` result (series and file tables, curves, before | after | residual
+panels with the regions where it measured).
+
+Writes, beside the report's index.html::
+
+    quality.png      evaluation: NPS and edge profiles of every image kind
+    qa_curves_N.png  qa: NPS and edge profiles before/after, per series (up to 4)
+    qa_panel_N.png   qa: before | after | residual (up to 3 files)
+    qa_regions_N.png qa: the same slice with the NPS ROIs and edge profiles it used
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from denoise.text import one_line
+from pipelines.report_parts import Scrub, num, spread, window_text
+
+QA_JSON = "qa.json"
+QA_FORMAT = "ct-denoise qa"
+MAX_QA_PANELS = 3
+MAX_QA_CURVES = 4
+PANEL_MAX_SIDE = 512
+ROI_COLOUR = np.array([255, 80, 0], dtype=np.uint8)
+EDGE_COLOUR = np.array([0, 200, 255], dtype=np.uint8)
+
+_COLUMNS = ["noise SD (HU)", "NPS peak (cycles/mm)", "NPS mean (cycles/mm)", "edge 10-90 % (mm)", "MTF50 (cycles/mm)"]
+_KEYS = [("noise_sd_hu", ".1f"), ("nps_peak_freq_mm", ".3f"), ("nps_mean_freq_mm", ".3f"), ("edge_width_mm", ".2f"),
+         ("mtf50_per_mm", ".3f")]
+EXPLAIN = ("Measured on the images alone, as medical physicists do (ICRU 87, AAPM TG-233): noise SD is the mode "
+           "of local SDs over 6 mm windows in uniform soft tissue (0..100 HU); the noise power spectrum (NPS) "
+           "comes from detrended uniform ROIs of about 15 mm, radially averaged, summarised by its peak and "
+           "power-weighted mean frequency (lower = coarser, blotchier texture); sharpness is the 10-90 % width "
+           "of the mean edge profile across the air/body boundary, with the MTF50 from it. The residual is "
+           "what the processing removed; its structure (0..1) says how much of it follows the anatomy's "
+           "edges rather than looking like noise.")
+
+
+def _cells(measure: dict | None) -> list[str]:
+    measure = measure if isinstance(measure, dict) else {}
+    return [num(measure.get(key), fmt) for key, fmt in _KEYS]
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluation_quality(ev: dict, out: Path) -> tuple[list[dict], list[dict], list[str]]:
+    """(tables, images, written files) for an evaluation's ``quality`` block;
+    all empty when the evaluation has none (written before it existed)."""
+    measured = ev.get("quality")
+    if not isinstance(measured, dict) or not measured:
+        return [], [], []
+    rows = []
+    for name, m in measured.items():
+        m = m if isinstance(m, dict) else {}
+        rows.append([str(name), *_cells(m), num(m.get("residual_sd_hu"), ".1f"),
+                     num(m.get("residual_structure"), ".2f")])
+    table = {"caption": "No-reference measures, where the reference has uniform tissue and edges "
+                        "(residual = noisy input - output)",
+             "columns": ["image", *_COLUMNS, "residual SD (HU)", "residual structure"], "rows": rows}
+    from denoise.report import quality_curves
+
+    lines = [(name, m.get("nps_curve"), m.get("esf_curve")) for name, m in measured.items() if isinstance(m, dict)]
+    images, written = [], []
+    if quality_curves(lines, out / "quality.png", title="noise texture and edge profile per image"):
+        written.append("quality.png")
+        images.append({"path": out / "quality.png",
+                       "caption": "left: 1-D noise power spectrum (log scale) per image kind; right: the mean "
+                                  "profile across the air/body edge (0 = air, 1 = tissue; grey lines at 10 and "
+                                  "90 %)"})
+    return [table], images, written
+
+
+# ---------------------------------------------------------------- qa.json
+
+
+def qa_file(source: Path) -> Path | None:
+    """The qa result in ``source`` (a folder holding qa.json, or the file itself)."""
+    if source.is_file():
+        return source if _is_qa(source) else None
+    path = source / QA_JSON
+    return path if path.is_file() else None
+
+
+def _is_qa(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("format") == QA_FORMAT
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
+def load_qa(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the qa result ({one_line(exc)})") from exc
+    if not (isinstance(data, dict) and data.get("format") == QA_FORMAT and isinstance(data.get("files"), list)
+            and isinstance(data.get("series"), list)):
+        raise ValueError(f"{path}: not a result written by `ct-denoise qa --json`")
+    return data
+
+
+def _side_by_side(row: dict, paired: bool) -> list[str]:
+    if not paired:
+        return _cells(row.get("before"))
+    b, a, c = (row.get(k) if isinstance(row.get(k), dict) else {} for k in ("before", "after", "change"))
+    cells = [f"{x} → {y}" for x, y in zip(_cells(b), _cells(a), strict=True)]
+    return cells + [num(c.get("noise_reduction_pct"), ".0f", " %"), num(c.get("edge_width_change_pct"), "+.1f", " %"),
+                    num(row.get("residual_sd_hu"), ".1f"), num(row.get("residual_structure"), ".2f")]
+
+
+def _qa_columns(paired: bool) -> list[str]:
+    if not paired:
+        return list(_COLUMNS)
+    return [f"{c}: before → after" for c in _COLUMNS] + ["noise reduction", "edge width change",
+                                                        "residual SD (HU)", "residual structure"]
+
+
+def qa_sections(doc: dict, out: Path, display, scrub: Scrub) -> tuple[list[dict], list[str], str]:
+    """(sections, written files, subtitle part) of a qa result."""
+    paired = bool(doc.get("paired"))
+    series = [s for s in doc["series"] if isinstance(s, dict)]
+    files = [f for f in doc["files"] if isinstance(f, dict) and not f.get("failed")]
+    text = EXPLAIN + ("\n\nAFTER is measured in the regions and on the edges found on BEFORE." if paired else "")
+    if doc.get("rois"):
+        text += f"\n\nNoise SD and NPS in the user's ROIs (x, y, w, h): {doc['rois']}."
+    series_rows = [[f"{s.get('series', '')} ({s.get('slices', '?')} slices; NPS: {s.get('nps_method', '?')})",
+                    *_side_by_side(s, paired)] for s in series]
+    mean = doc.get("mean") if isinstance(doc.get("mean"), dict) else {}
+    tables = [{"caption": "Per series", "columns": ["series", *_qa_columns(paired)], "rows": series_rows},
+              {"caption": f"Mean over {mean.get('files', len(files))} file(s)", "columns": _qa_columns(paired),
+               "rows": [_side_by_side(mean, paired)]}]
+    images, written = [], []
+    for number, s in enumerate(series[:MAX_QA_CURVES], start=1):
+        nps, esf = s.get("nps_curve") or {}, s.get("esf_curve") or {}
+        lines = [(side, {"freq_mm": nps.get("freq_mm"), "nps_hu2mm2": nps.get(side)},
+                  {"offset_mm": esf.get("offset_mm"), "esf_hu": esf.get(side)}) for side in ("before", "after")
+                 if side in nps or side in esf]
+        from denoise.report import quality_curves
+
+        name = f"qa_curves_{number}.png"
+        if quality_curves(lines, out / name, title=f"series {s.get('series', '')}"):
+            written.append(name)
+            images.append({"path": out / name, "caption": f"series {s.get('series', '')}: NPS (left, log scale; "
+                                                          f"from {s.get('nps_method', '?')}) and mean edge profile "
+                                                          "(right)" + (", before and after" if paired else "")})
+    notes: list[str] = []
+    panels, panel_files = _qa_panels(doc, files, out, display, scrub, notes)
+    sections = [{"heading": "Image quality without a reference (qa)", "text": text, "tables": tables,
+                 "images": images},
+                {"heading": "Where it measured" + (": before, after, residual" if paired else ""),
+                 "text": f"Slices in the display window {window_text(display)}; the residual (before - after) in "
+                         "its own window about 0 HU.", "images": panels},
+                {"heading": "Per file (qa)", "tables": [{"caption": "One row per file",
+                                                         "columns": ["file", *_qa_columns(paired)],
+                                                         "rows": [[str(f.get("file", "")), *_side_by_side(f, paired)]
+                                                                  for f in files]}]}]
+    recorded = [scrub(one_line(x, 300)) for k in ("problems", "notes") for x in doc.get(k) or []]
+    if recorded + notes:
+        sections.append({"heading": "Notes (qa)", "text": "\n".join(f"- {x}" for x in recorded + notes)})
+    part = f"qa of {len(files)} file(s) in {len(series)} series" + (", before vs after" if paired else "")
+    return sections, written + panel_files, part
+
+
+def _resolve(root: str | None, relpath: str | None) -> Path | None:
+    if not root or relpath is None:
+        return None
+    base = Path(root)
+    return base if base.is_file() else base / relpath
+
+
+def _marked(hu: np.ndarray, pixel_spacing, rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` with the NPS ROIs and edge-profile centres that :func:`denoise.quality.plan` finds on ``hu``."""
+    from denoise import quality
+
+    layout = quality.plan(hu, pixel_spacing)
+    out = rgb.copy()
+    size = layout.nps_size
+    for x, y in layout.nps_corners:
+        out[y, x:x + size] = out[y + size - 1, x:x + size] = ROI_COLOUR
+        out[y:y + size, x] = out[y:y + size, x + size - 1] = ROI_COLOUR
+    if layout.edges is not None:
+        centre = layout.edges.coords[:, :, layout.edges.offsets_mm.size // 2]
+        rows = np.clip(np.rint(centre[0]).astype(int), 0, hu.shape[0] - 1)
+        cols = np.clip(np.rint(centre[1]).astype(int), 0, hu.shape[1] - 1)
+        out[rows, cols] = EDGE_COLOUR
+    return out
+
+
+def _qa_panels(doc: dict, files: list[dict], out: Path, display, scrub: Scrub,
+               notes: list[str]) -> tuple[list[dict], list[str]]:
+    from denoise.dicom import load_ct
+    from denoise.report import panel, pick_zoom_box, residual_window, save_png, to_display
+
+    sources = doc.get("sources") or {}
+    if not sources.get("before") or not Path(sources["before"]).exists():
+        notes.append("qa pictures skipped: the BEFORE folder recorded in the qa result is not there")
+        return [], []
+    paired = bool(doc.get("paired"))
+    images, written = [], []
+    for number, index in enumerate(spread(len(files), MAX_QA_PANELS), start=1):
+        entry = files[index]
+        name = str(entry.get("file", ""))
+        try:
+            ct = load_ct(_resolve(sources["before"], name))
+            before = ct.hu[0]
+            tiles = [("before", before)]
+            if paired:
+                after_path = _resolve(sources.get("after"), entry.get("after_file"))
+                if after_path is None or not after_path.exists():
+                    raise ValueError("its AFTER file is not there any more")
+                after = load_ct(after_path).hu[0]
+                if after.shape != before.shape:
+                    raise ValueError("its AFTER file has another size")
+                residual = before - after
+                tiles += [("after", after), ("residual before - after", residual, residual_window(residual))]
+            from denoise.dicom.geometry import frame_geometry
+
+            spacing = frame_geometry(ct.dataset).pixel_spacing
+            if max(before.shape) > PANEL_MAX_SIDE:
+                raise ValueError(f"slice larger than {PANEL_MAX_SIDE} pixels: not drawn")
+            box = pick_zoom_box(before, max(8, min(before.shape) // 8))
+            b, a = entry.get("before") or {}, entry.get("after") or {}
+            header = (f"noise SD {num(b.get('noise_sd_hu'), '.1f')}"
+                      + (f" -> {num(a.get('noise_sd_hu'), '.1f')}" if paired else "")
+                      + f" HU   NPS mean {num(b.get('nps_mean_freq_mm'), '.3f')}"
+                      + (f" -> {num(a.get('nps_mean_freq_mm'), '.3f')}" if paired else "")
+                      + f" /mm   edge {num(b.get('edge_width_mm'), '.2f')}"
+                      + (f" -> {num(a.get('edge_width_mm'), '.2f')}" if paired else "") + " mm")
+            image = panel(tiles, window=display, zoom_box=box, zoom=2, header=header)
+            regions = _marked(before, spacing, np.repeat(to_display(before, display)[..., None], 3, axis=2))
+        except (OSError, ValueError) as exc:
+            notes.append(f"qa panel for {name} skipped: {scrub(one_line(exc))}")
+            continue
+        png, where = f"qa_panel_{number}.png", f"qa_regions_{number}.png"
+        save_png(image, out / png)
+        save_png(regions, out / where)
+        written += [png, where]
+        images.append({"path": out / png, "caption": f"{name}: " + " | ".join(t[0] for t in tiles)
+                       + "; orange box enlarged in the opposite corner"})
+        images.append({"path": out / where, "caption": f"{name}: where it measured (orange: NPS ROIs; blue: "
+                                                       "centres of the edge profiles)"})
+    return images, written
