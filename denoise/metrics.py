@@ -9,8 +9,11 @@ the numbers. PSNR and SSIM come from ``skimage.metrics``. An optional boolean
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+
+from denoise.body import body_mask
+
+__all__ = ["DATA_RANGE", "DEFAULT_WINDOW", "body_mask", "compare", "mse", "psnr", "rmse_hu", "ssim", "to_unit"]
 
 DEFAULT_WINDOW = (-1000.0, 1000.0)
 DATA_RANGE = 1.0
@@ -85,22 +88,6 @@ def ssim(reference, test, *, window=DEFAULT_WINDOW, mask=None) -> float:
             values.append(float(smap[mask[k]].mean()))
             weights.append(float(mask[k].sum()))
     return float(np.average(values, weights=weights))
-
-
-def body_mask(hu: np.ndarray, *, threshold_hu: float = -500.0) -> np.ndarray:
-    """Pixels inside the patient: above ``threshold_hu``, largest connected
-    component per slice, holes (lungs, airways) filled. Works on (H, W) or
-    (frames, H, W)."""
-    hu = np.asarray(hu)
-    if hu.ndim == 3:
-        return np.stack([body_mask(s, threshold_hu=threshold_hu) for s in hu])
-    fg = hu > threshold_hu
-    labels, n = ndimage.label(fg)
-    if n == 0:
-        return fg
-    sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
-    body = labels == (int(np.argmax(sizes)) + 1)
-    return ndimage.binary_fill_holes(body)
 
 
 def compare(reference, test, *, window=DEFAULT_WINDOW, mask=None) -> dict:

@@ -32,9 +32,9 @@ from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
 from denoise.dicom.geometry import frame_geometry, slice_normal
 from denoise.dicom.pixels import CTImage, PixelDataError, load_ct
 from denoise.dicom.scan import CTFile, ScanResult, Series, scan
+from denoise.pairing import MATCH_MODES, match_files
 from denoise.quality.tally import Tally, compare_tallies
 from denoise.text import one_line
-from pipelines.evaluate import MATCH_MODES, match_files
 from pipelines.info import short_uid
 
 FORMAT = "ct-denoise qa"

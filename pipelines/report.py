@@ -122,8 +122,8 @@ def _pictures(ev: dict, out: Path, display: tuple[float, float], scrub: Scrub,
     """Panels and the scroll GIF; (images, names written). Anything missing or
     unreadable becomes a note instead of an error."""
     from denoise.dicom.scan import scan
+    from denoise.pairing import match_files
     from denoise.report import panel, pick_zoom_box, residual_window, save_png, shrink
-    from pipelines.evaluate import match_files
 
     sources = ev.get("sources") or {}
     label = str(ev.get("test_label", "test"))

@@ -143,7 +143,9 @@ def test_shared_series_are_kept_apart(shared_ct):
         by_folder[folders.pop()] = series
     assert {k: v.n_slices for k, v in by_folder.items()} == {
         "ge-head": 28, "rider-chest": 95, "ricord-chest/dicom": 248,
-        "ricord-chest/Group Code/DICOM images": 20}
+        "ricord-chest/Group Code/DICOM images": 20, "acrin-abdomen-pelvis": 99, "crlm-liver": 41,
+        "kits-kidney": 18, "lidc-chest": 150,
+        "philips-chest-kernels/recon2": 64, "philips-chest-kernels/recon3": 64}  # one acquisition, two series
     assert by_folder["ricord-chest/dicom"].transfer_syntaxes == ["JPEGLosslessSV1"]
     assert any("uneven" in w for w in by_folder["ge-head"].warnings)
 

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.signal.windows import tukey
 
-from denoise.metrics import body_mask
+from denoise.body import body_mask
 
 HALF_LENGTH_MM = 5.0  # profile from -5 to +5 mm about the edge
 STEP_MM = 0.1
@@ -151,6 +150,20 @@ def _half_crossing(prof: np.ndarray, offsets: np.ndarray, level: np.ndarray) -> 
     return where[np.arange(prof.shape[0]), pick]
 
 
+def _flat_top(n: int, flat: float) -> np.ndarray:
+    """Tukey window of ``n`` samples, 1 over the middle ``flat`` fraction with
+    cosine tapers to 0 at both ends (scipy.signal.windows.tukey with alpha =
+    1 - flat; written here because importing scipy.signal costs half a second)."""
+    t = np.linspace(0.0, 1.0, n)
+    taper = (1.0 - flat) / 2
+    w = np.ones(n)
+    if taper > 0:
+        edge = np.minimum(t, 1.0 - t)
+        ramp = edge < taper
+        w[ramp] = 0.5 * (1 - np.cos(np.pi * edge[ramp] / taper))
+    return w
+
+
 def edge_spread(hu: np.ndarray, edges: EdgeSet) -> np.ndarray:
     """Mean edge spread function (HU) of ``hu`` along ``edges``' profiles.
 
@@ -237,7 +250,7 @@ def mtf50(offsets: np.ndarray, esf: np.ndarray) -> float:
     step = float(offsets[1] - offsets[0])
     lsf = np.gradient(_normalised(offsets, esf), step)
     span = offsets[-1] - offsets[0]
-    taper = tukey(offsets.size, alpha=float(np.clip(1 - 2 * PLATEAU_MM / span, 0.0, 1.0)))
+    taper = _flat_top(offsets.size, float(np.clip(2 * PLATEAU_MM / span, 0.0, 1.0)))
     n = max(4096, offsets.size)
     mtf = np.abs(np.fft.rfft(lsf * taper, n=n))
     if not mtf[0] > 0:

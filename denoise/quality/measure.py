@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from denoise.metrics import body_mask
+from denoise.body import body_mask
 from denoise.quality.edges import EdgeSet, edge_spread, edge_width, find_edges, mtf50
 from denoise.quality.noise_level import (
     MIN_WINDOWS,

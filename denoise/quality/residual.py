@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from scipy.stats import spearmanr
 
 SIGMA_PX = 2.0  # scale of the local energy and of the gradient
 
@@ -40,7 +39,7 @@ def residual_sd(before: np.ndarray, after: np.ndarray, *, mask: np.ndarray | Non
     ----------
     before, after : (H, W) arrays, HU
     mask : (H, W) bool array, optional
-        E.g. :func:`denoise.metrics.body_mask` of ``before``.
+        E.g. :func:`denoise.body.body_mask` of ``before``.
 
     Returns
     -------
@@ -78,5 +77,13 @@ def residual_structure(before: np.ndarray, after: np.ndarray, *, mask: np.ndarra
     gradient = ndimage.gaussian_gradient_magnitude(before, sigma_px)[mask]
     if np.ptp(energy) == 0 or np.ptp(gradient) == 0:
         return 0.0
-    rho = spearmanr(energy, gradient).statistic
+    rho = np.corrcoef(_ranks(energy), _ranks(gradient))[0, 1]  # Spearman's rho
     return float(np.clip(rho, 0.0, 1.0)) if np.isfinite(rho) else 0.0
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 (ties broken by position: both inputs are smoothed, continuous
+    values). scipy.stats.rankdata would do; importing scipy.stats costs 0.3 s."""
+    out = np.empty(values.size)
+    out[np.argsort(values, kind="stable")] = np.arange(values.size)
+    return out
