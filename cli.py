@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from denoise.backend import DeviceError
 from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, BatchReport, UsageError
+from denoise.text import printable
 
 app = typer.Typer(
     help="Denoise CT DICOM with a NumPy convolutional autoencoder.\n\n"
@@ -375,6 +376,7 @@ def demo(
 
 def print_rows(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> None:
     """Plain aligned columns (readable in logs and pipes, any terminal width)."""
+    rows = [tuple(printable(c) for c in r) for r in rows]
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     for n, r in enumerate(rows):
         cells = [c.rjust(w) if k in right else c.ljust(w)
@@ -382,6 +384,14 @@ def print_rows(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> None
         out.print("  ".join(cells).rstrip(), markup=False)
         if n == 0:
             out.print("  ".join("-" * w for w in widths), markup=False)
+
+
+def print_unmatched(first: list[str], second: list[str], first_name: str, second_name: str) -> None:
+    """Each unmatched file of the second set by name, the first set's count."""
+    for name in second:
+        out.print(f"unmatched {second_name} file: {printable(name)}", markup=False)
+    if first:
+        out.print(f"{len(first)} {first_name} file(s) had no {second_name} file", markup=False)
 
 
 def print_evaluation(result) -> None:
@@ -398,10 +408,7 @@ def print_evaluation(result) -> None:
     if result.files:
         row(f"mean of {len(result.files)} files", result.mean())
     print_rows(rows, right=(1, 2, 3, 4))
-    for name in result.unmatched_test:
-        out.print(f"unmatched test file: {name}", markup=False)
-    if result.unmatched_reference:
-        out.print(f"{len(result.unmatched_reference)} reference file(s) had no test file", markup=False)
+    print_unmatched(result.unmatched_reference, result.unmatched_test, "reference", "test")
     for line in result.problems:
         out.print(f"FAILED  {line}", markup=False)
     if len(result.methods) > 1:
@@ -457,15 +464,12 @@ def print_qa(result) -> None:
         rows.append((f"mean of {len(result.measured)} files", *_qa_cells(result.mean(), paired)))
         print_rows(rows, right=right)
     for note in result.notes():
-        out.print(f"note: {note}", markup=False)
-    for name in result.unmatched_after:
-        out.print(f"unmatched after file: {name}", markup=False)
-    if result.unmatched_before:
-        out.print(f"{len(result.unmatched_before)} before file(s) had no after file", markup=False)
+        out.print(f"note: {printable(note)}", markup=False)
+    print_unmatched(result.unmatched_before, result.unmatched_after, "before", "after")
     for line in result.ignored:
-        out.print(f"ignored {line}", markup=False)
+        out.print(f"ignored {printable(line)}", markup=False)
     for line in result.problems:
-        out.print(f"FAILED  {line}", markup=False)
+        out.print(f"FAILED  {printable(line)}", markup=False)
 
 
 def print_quality_methods(measured: dict) -> None:

@@ -249,8 +249,9 @@ def run(before: str | os.PathLike, after: str | os.PathLike | None = None, *, ma
     result = QAResult(paired=after is not None, match=match, rois=[list(r) for r in rois] if rois else None)
     result.sources = {k: str(Path(v).resolve()) for k, v in (("before", before), ("after", after)) if v is not None}
     for side, scanned in (("before", before_scan), ("after", after_scan)):
+        prefix = f"{side} " if after_scan is not None else ""  # which folder, when there are two
         for s in scanned.skipped if scanned is not None else []:
-            (result.problems if s.bad else result.ignored).append(f"{side} {s.relpath}: {s.reason}")
+            (result.problems if s.bad else result.ignored).append(f"{prefix}{s.relpath}: {s.reason}")
     partner = _pairs(before_scan, after_scan, match, result)
     todo = [(s, ct) for s in before_scan.series for ct in s.files
             if after_scan is None or str(ct.relpath) in partner]

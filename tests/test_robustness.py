@@ -229,3 +229,21 @@ def test_info_reports_each_bad_file_once(corpus):
     # Every good file is one slice except the two 2-frame Enhanced CT files; plus the BitsStored
     # overflow file, which only fails once its pixels are read.
     assert sum(row["slices"] for row in summary["series"]) == len(good) + 2 + 1
+
+
+def test_qa_reports_each_bad_file_once_and_measures_the_good_ones(tmp_path, corpus):
+    root, bad, good = corpus
+    before = digest(root)
+    result = runner.invoke(cli.app, ["qa", str(root), "--json", str(tmp_path / "qa.json")])
+    assert_no_crash(result)
+    assert result.exit_code == 1, result.output
+    assert digest(root) == before
+    lines = result.output.splitlines()
+    for rel, (status, word, _by_scan) in bad.items():
+        mentions = [ln for ln in lines if ln.startswith(("FAILED  ", "ignored ")) and rel in ln]
+        assert len(mentions) == 1, (rel, mentions)
+        prefix = "FAILED  " if status == "failed" else "ignored "
+        assert mentions[0].startswith(f"{prefix}{rel}: ") and word in mentions[0], (rel, mentions[0])
+    data = json.loads((tmp_path / "qa.json").read_text())
+    measured = {f["file"] for f in data["files"] if "failed" not in f}
+    assert set(good) <= measured

@@ -77,6 +77,12 @@ class Quality:
     edge_count: int = 0
     noise_values: list[float] = field(default_factory=list)  # per slice, for pooling
 
+    def slice_noise(self) -> list[float]:
+        """The per-slice noise SDs behind ``noise_sd_hu`` (itself, for one slice)."""
+        if self.noise_values:
+            return list(self.noise_values)
+        return [] if self.noise_sd_hu is None else [self.noise_sd_hu]
+
     def summary(self) -> dict:
         """The measurement object: :data:`MEASURE_KEYS`, ``mtf50_per_mm`` and
         the counts behind them; None for what could not be measured."""
@@ -119,8 +125,7 @@ class Quality:
         (ROI size and pixel spacing: NPS of other grids do not add); the noise
         SD is the mean of the slices' values."""
         out = Quality()
-        out.noise_values = [v for p in parts for v in (p.noise_values or ([p.noise_sd_hu] if p.noise_sd_hu is not None
-                                                                          else []))]
+        out.noise_values = [v for p in parts for v in p.slice_noise()]
         out.noise_sd_hu = float(np.mean(out.noise_values)) if out.noise_values else None
         groups: dict = {}
         for p in parts:
@@ -276,6 +281,8 @@ def residual(before: np.ndarray, after: np.ndarray, layout: Layout) -> dict:
     """``residual_sd_hu`` and ``residual_structure`` of BEFORE - AFTER over
     the body found on BEFORE (all pixels when it has none)."""
     mask = layout.body if np.count_nonzero(layout.body) >= 64 else None
+    if np.size(before) < 2:
+        return dict.fromkeys(RESIDUAL_KEYS)
     return {"residual_sd_hu": residual_sd(before, after, mask=mask),
             "residual_structure": residual_structure(before, after, mask=mask)}
 

@@ -54,9 +54,6 @@ class Tally:
             out[key] = float(np.mean(values)) if values else None
         return out
 
-    def __bool__(self) -> bool:
-        return bool(self.parts)
-
 
 def compare_tallies(before: Tally, after: Tally | None, *, min_neighbour_rois: int = 0) -> dict:
     """The JSON-ready comparison of two tallies (or one): ``before`` (and

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from denoise.atomic import write_text
+from denoise.text import printable
 
 MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
         ".webp": "image/webp"}
@@ -34,7 +35,7 @@ footer { color: #888; font-size: 0.85em; margin-top: 3em; }
 
 
 def _esc(value) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    return html.escape("" if value is None else printable(str(value)), quote=True)  # printable: odd file names
 
 
 def _cell(value) -> str:
