@@ -329,12 +329,14 @@ def export_model(
 
 @app.command()
 def report(
-    source: Annotated[Path, typer.Argument(help="Training run folder and/or evaluation folder (evaluation.json).")],
+    source: Annotated[Path, typer.Argument(
+        help="Training run folder, evaluation folder (evaluation.json) and/or qa result (qa.json, or the file).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for index.html and its images.")] = Path("report"),
     window: Annotated[tuple[float, float] | None, typer.Option(
         help="Display window in HU for the pictures (default -160 240, soft tissue).")] = None,
 ):
-    """Assemble a self-contained HTML report: metric tables, progress GIF, before/after panels, scroll GIF."""
+    """Assemble a self-contained HTML report: metric tables, noise SD / NPS / edge-width tables and plots,
+    progress GIF, before/after panels with residuals, scroll GIF."""
     from pipelines import report as job
 
     try:
