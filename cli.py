@@ -250,15 +250,21 @@ def manifest_build(
     val: Annotated[float, typer.Option(help="Fraction of patients for validation.")] = 0.15,
     test: Annotated[float, typer.Option(help="Fraction of patients for testing.")] = 0.15,
     seed: Annotated[int, typer.Option(help="Seed of the patient shuffle.")] = 0,
+    test_from: Annotated[list[Path] | None, typer.Option(
+        help="Hold out for testing every patient with a file under this folder (repeat the option).")] = None,
+    val_from: Annotated[list[Path] | None, typer.Option(
+        help="Put every patient with a file under this folder into validation (repeat the option).")] = None,
 ):
-    """Scan folders and write a manifest split into train/val/test by patient (never by slice)."""
+    """Scan folders and write a manifest split into train/val/test by patient (never by slice).
+    --test-from / --val-from choose patients by folder; --val / --test split the others at random."""
     from denoise.manifest import ManifestError, build_manifest, save_manifest
 
-    for folder in folders:
-        if not folder.is_dir():
+    holdout = {**{f: "val" for f in val_from or []}, **{f: "test" for f in test_from or []}}
+    for folder in [*folders, *holdout]:
+        if not Path(folder).is_dir():
             raise fail(f"{folder}: not a folder")
     try:
-        manifest = build_manifest(folders, out_path, val=val, test=test, seed=seed)
+        manifest = build_manifest(folders, out_path, val=val, test=test, seed=seed, holdout=holdout)
     except (ManifestError, ValueError) as exc:
         raise fail(str(exc), EXIT_NOTHING if isinstance(exc, ManifestError) else EXIT_USAGE) from exc
     save_manifest(manifest, out_path)

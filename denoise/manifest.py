@@ -70,10 +70,33 @@ def assign_splits(groups: list[str], *, val: float, test: float, seed: int) -> d
     return split
 
 
+def _forced_splits(entries: list[dict], holdout: dict, base: Path) -> dict[str, str]:
+    """group -> split for the groups with a file under a ``holdout`` folder
+    ({folder: "val" | "test"}); a group held out to both is an error."""
+    forced: dict[str, str] = {}
+    for folder, side in holdout.items():
+        if side not in ("val", "test"):
+            raise ValueError(f"a held-out folder goes to val or test, got {side!r} for {folder}")
+        prefix = Path(os.path.relpath(Path(folder).resolve(), base)).as_posix().rstrip("/") + "/"
+        groups = {e["group"] for e in entries if e["path"].startswith(prefix)}
+        if not groups:
+            raise ValueError(f"--{side}-from {folder}: no CT image of the scanned folders lies under it")
+        for g in groups:
+            if forced.setdefault(g, side) != side:
+                raise ValueError(f"--{side}-from {folder}: a patient there is also held out for "
+                                 f"{forced[g]} by another folder")
+    return forced
+
+
 def build_manifest(folders: list[str | os.PathLike], out_path: str | os.PathLike, *,
                    val: float = 0.15, test: float = 0.15, seed: int = 0,
-                   salt: str | None = None) -> dict:
-    """Scan ``folders`` and return a manifest dict (see module docstring)."""
+                   salt: str | None = None, holdout: dict | None = None) -> dict:
+    """Scan ``folders`` and return a manifest dict (see module docstring).
+
+    ``holdout`` ({folder: "val" | "test"}) puts every patient with a file
+    under such a folder (all of that patient's files, wherever they are) into
+    that split; the fractions ``val`` and ``test`` then split the other
+    patients."""
     out_path = Path(out_path)
     base = out_path.resolve().parent.parent
     salt = salt or secrets.token_hex(16)
@@ -102,7 +125,9 @@ def build_manifest(folders: list[str | os.PathLike], out_path: str | os.PathLike
     for e in entries:
         first_path.setdefault(e["group"], e["path"])
     groups = sorted(first_path, key=first_path.get)
-    split = assign_splits(groups, val=val, test=test, seed=seed)
+    forced = _forced_splits(entries, holdout or {}, base)
+    split = assign_splits([g for g in groups if g not in forced], val=val, test=test, seed=seed)
+    split.update(forced)
     for e in entries:
         e["split"] = split[e["group"]]
     series_split = {e["series_uid"]: e["split"] for e in entries}
@@ -114,7 +139,9 @@ def build_manifest(folders: list[str | os.PathLike], out_path: str | os.PathLike
         "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "paths_relative_to": "the parent of the folder holding this manifest",
         "split_by": kinds[0] if len(kinds) == 1 else "+".join(kinds),
-        "split_settings": {"val": val, "test": test, "seed": seed},
+        "split_settings": {"val": val, "test": test, "seed": seed,
+                           "held_out": {Path(os.path.relpath(Path(f).resolve(), base)).as_posix(): side
+                                        for f, side in (holdout or {}).items()}},
         "counts": {s: {"groups": sum(split[g] == s for g in groups),
                        "files": sum(e["split"] == s for e in entries)} for s in SPLITS},
         "skipped_files": skipped,

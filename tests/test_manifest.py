@@ -94,3 +94,30 @@ def test_committed_manifests_load_and_hold_the_test_patient_out(shared_ct):
         train_series = {f.series_uid for f in split_files(files, "train")}
         assert test_series and train_series and not test_series & train_series
         assert all("rider-chest" in str(f.path) for f in split_files(files, "test"))
+
+
+def test_held_out_folders_take_every_file_of_their_patients(repo, tmp_path):
+    data, out = repo
+    # pat0's patient also has a second series in another folder: it must follow into test.
+    for path in write_series(data / "elsewhere", 2, rows=16, cols=16):
+        ds = pydicom.dcmread(path)
+        ds.PatientID = f"{PATIENT_ID}-0"
+        ds.save_as(path)
+    manifest = build_manifest([data], out, val=0, test=0, holdout={data / "pat0": "test", data / "pat1": "val"})
+    sides = {}
+    for e in manifest["files"]:
+        sides.setdefault(e["path"].split("/")[-2], set()).add(e["split"])
+    assert sides["pat0"] == sides["elsewhere"] == {"test"}
+    assert sides["pat1"] == {"val"}
+    assert all(sides[f"pat{k}"] == {"train"} for k in range(2, 6))
+    assert manifest["split_settings"]["held_out"] == {"../data/pat0": "test", "../data/pat1": "val"}  # as paths
+
+    result = CliRunner().invoke(cli.app, ["manifest", "build", str(data), "--out", str(out), "--val", "0",
+                                          "--test", "0", "--test-from", str(data / "pat0"),
+                                          "--val-from", str(data / "elsewhere")])
+    assert result.exit_code == 2 and "also held out for test" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(cli.app, ["manifest", "build", str(data), "--out", str(out),
+                                          "--test-from", str(empty)])
+    assert result.exit_code == 2 and "no CT image of the scanned folders lies under it" in result.output
