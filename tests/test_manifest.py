@@ -115,7 +115,7 @@ def test_held_out_folders_take_every_file_of_their_patients(repo, tmp_path):
     result = CliRunner().invoke(cli.app, ["manifest", "build", str(data), "--out", str(out), "--val", "0",
                                           "--test", "0", "--test-from", str(data / "pat0"),
                                           "--val-from", str(data / "elsewhere")])
-    assert result.exit_code == 2 and "also held out for test" in result.output
+    assert result.exit_code == 2 and "a patient there is also held out for val" in result.output
     empty = tmp_path / "empty"
     empty.mkdir()
     result = CliRunner().invoke(cli.app, ["manifest", "build", str(data), "--out", str(out),
