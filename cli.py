@@ -149,6 +149,13 @@ def denoise(
         help="Average the model over 1, 2, 4 (flips) or 8 (flips and transposes) views; "
              "more is cleaner and proportionally slower.")] = 4,
     device: Annotated[str, typer.Option(help="cpu or gpu (needs CuPy).")] = "cpu",
+    strength: Annotated[str, typer.Option(
+        help="How much of the network's correction to apply: low (1/3), medium (2/3), high (all) or a "
+             "number 0..1.")] = "high",
+    noise_sd: Annotated[float | None, typer.Option(
+        "--noise-sd", help="HU of noise the input holds, to remove (as BM3D is given its sigma); 0 leaves the "
+        "image as it is. Default: the network judges it from the image. Needs a model with a noise-level "
+        "input.")] = None,
     scheduler: Annotated[str | None, typer.Option(
         help="Distribute files over a Dask cluster at this address (tcp://HOST:PORT); needs .[dask].")] = None,
     dask: Annotated[str | None, typer.Option(
@@ -163,7 +170,7 @@ def denoise(
         with batch_progress("denoise") as (on_plan, on_outcome):
             report = job.run(input, output, model_path=model, tile=tile, overlap=overlap, device=device,
                              ensemble=ensemble, force=force, workers=workers, scheduler=dask or scheduler,
-                             on_plan=on_plan, on_outcome=on_outcome)
+                             on_plan=on_plan, on_outcome=on_outcome, strength=strength, noise_sd_hu=noise_sd)
     except (UsageError, DeviceError) as exc:
         raise fail(str(exc)) from exc
     raise typer.Exit(print_batch(report))

@@ -74,6 +74,16 @@ class NoiseConfig:
     low_dose_views: int = 720
     low_dose_bank_slices: int = 24  # slices with a low-dose realization at any time
     low_dose_refresh: int = 8  # realizations replaced each epoch
+    # Reconstruction filters of the low-dose realizations (one drawn per realization): sharp (ramp)
+    # to smooth (hann) noise textures, as scanners' kernels give them.
+    low_dose_filters: tuple[str, ...] = ("ramp",)
+    # Share of the Gaussian patches whose clean target is a low-dose realization itself (a scan
+    # with its own kernel texture, to be kept), not the original slice.
+    textured_fraction: float = 0.0
+    textured_i0_min: float = 2e5  # only realizations this mild (kernel-like noise, not low dose) serve as targets
+    # For a model with a noise-level input: share of patches given their true noise level
+    # (the others are blind).
+    known_level_fraction: float = 0.5
 
     def __post_init__(self):
         object.__setattr__(self, "gaussian_sigma_hu",
@@ -85,6 +95,14 @@ class NoiseConfig:
         _check(self.low_dose_bank_slices >= 1, "noise.low_dose_bank_slices must be >= 1")
         _check(0 <= self.low_dose_refresh <= self.low_dose_bank_slices,
                "noise.low_dose_refresh must be in [0, low_dose_bank_slices]")
+        from denoise.noise import FBP_FILTERS
+
+        object.__setattr__(self, "low_dose_filters", tuple(self.low_dose_filters))
+        _check(len(self.low_dose_filters) > 0 and all(f in FBP_FILTERS for f in self.low_dose_filters),
+               f"noise.low_dose_filters must list some of {list(FBP_FILTERS)}, got {list(self.low_dose_filters)}")
+        _check(0.0 <= self.textured_fraction <= 1.0, "noise.textured_fraction must be in [0, 1]")
+        _check(math.isfinite(self.textured_i0_min) and self.textured_i0_min > 0, "noise.textured_i0_min must be > 0")
+        _check(0.0 <= self.known_level_fraction <= 1.0, "noise.known_level_fraction must be in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise.backend import get_array_module, to_numpy
+from denoise.conditioning import network_input
 from denoise.hashing import sha256_file
 from denoise.nn import ConvAutoencoder, ModelFileError, get_num_threads, load_model
 from denoise.nn.threads import run_shards
@@ -49,6 +50,29 @@ VIEWS = (
     (lambda a: a.T[::-1, ::-1], lambda a: a[::-1, ::-1].T),
 )
 ENSEMBLE_SIZES = (1, 2, 4, 8)
+# --strength: the share of the network's correction that is applied (output = input + strength x
+# (network - input)), as vendors blend their iterative/deep-learning reconstructions.
+STRENGTHS = {"low": 1 / 3, "medium": 2 / 3, "high": 1.0}
+DEFAULT_STRENGTH = "high"
+
+
+def parse_strength(value) -> float:
+    """``low``/``medium``/``high`` or a number 0..1 -> the share of the correction applied."""
+    if isinstance(value, str) and value.strip().lower() in STRENGTHS:
+        return STRENGTHS[value.strip().lower()]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--strength must be low, medium, high or a number 0..1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"--strength must be low, medium, high or a number 0..1, got {value!r}")
+    return number
+
+
+def strength_name(value: float) -> str:
+    """``0.667 (medium)`` style label of a strength."""
+    named = [k for k, v in STRENGTHS.items() if abs(v - value) < 1e-9]
+    return f"{value:.3g}" + (f" ({named[0]})" if named else "")
 
 
 def check_ensemble(views: int) -> int:
@@ -125,12 +149,20 @@ class Denoiser:
     tile: int | None = None
     overlap: float = 0.25
     ensemble: int = DEFAULT_ENSEMBLE  # geometric self-ensemble views: 1, 2, 4 or 8
+    strength: float = STRENGTHS[DEFAULT_STRENGTH]  # share of the correction applied, 0..1
+    noise_sd_hu: float | None = None  # noise to remove, given; None: the network judges (blind)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, device: str = "cpu", tile: int | None = None,
-             overlap: float = 0.25, ensemble: int = DEFAULT_ENSEMBLE) -> Denoiser:
-        """Load a model file (``None``: the bundled default model)."""
+             overlap: float = 0.25, ensemble: int = DEFAULT_ENSEMBLE, strength=DEFAULT_STRENGTH,
+             noise_sd_hu: float | None = None) -> Denoiser:
+        """Load a model file (``None``: the bundled default model). ``strength``
+        and ``noise_sd_hu`` as for ``ct-denoise denoise --strength --noise-sd``;
+        a noise SD needs a model with a noise-level input (ValueError)."""
         check_ensemble(ensemble)
+        strength = parse_strength(strength)
+        if noise_sd_hu is not None and not (np.isfinite(noise_sd_hu) and noise_sd_hu >= 0):
+            raise ValueError(f"--noise-sd must be a number of HU >= 0, got {noise_sd_hu}")
         base = Path(path) if path is not None else BUNDLED_MODEL
         npz = base if base.suffix == ".npz" else base.with_name(base.name + ".npz")
         if path is None and not npz.is_file():
@@ -142,7 +174,18 @@ class Denoiser:
             raise ModelFileError(f"{npz}: metadata has no valid 'normalization' ({exc})") from exc
         if tile is not None and tile < 8:
             raise ValueError(f"--tile must be >= 8 pixels, got {tile}")
-        return cls(model, window, metadata, f"{npz.stem}@{sha256_file(npz)[:16]}", tile, overlap, ensemble)
+        if noise_sd_hu is not None and model.in_channels == 1:
+            raise ValueError(f"--noise-sd needs a model with a noise-level input; {npz} has none "
+                             "(architecture noise_level_input = false)")
+        return cls(model, window, metadata, f"{npz.stem}@{sha256_file(npz)[:16]}", tile, overlap, ensemble,
+                   strength, noise_sd_hu)
+
+    def network_input(self, x):
+        """Model-space images (N, H, W, 1) as the network takes them (with the level maps if conditioned)."""
+        if self.model.in_channels == 1:
+            return x
+        level = None if self.noise_sd_hu is None else self.window.sigma_to_model(self.noise_sd_hu)
+        return network_input(x, level)
 
     def __call__(self, hu: np.ndarray) -> np.ndarray:
         """Denoise one (H, W) slice in HU; returns float32 HU."""
@@ -152,14 +195,16 @@ class Denoiser:
             tile = AUTO_TILE
         if tile is not None and (tile < x.shape[0] or tile < x.shape[1]):
             def predict(c):
-                return tiled(self.model.predict, c, tile=tile, overlap=self.overlap)
+                return tiled(lambda t: self.model.predict(self.network_input(t)), c, tile=tile, overlap=self.overlap)
         else:
             def predict(c):
-                return to_numpy(self.model.predict(c[None, ..., None]))[0, ..., 0]
+                return to_numpy(self.model.predict(self.network_input(c[None, ..., None])))[0, ..., 0]
         # model.predict caches nothing (cache=False), so the views can share the model.
         on_host = get_array_module(next(iter(self.model.parameters().values()))) is np
         threads = get_num_threads() if on_host else 1
         y = self.window.apply(lambda c: self_ensemble(predict, c, self.ensemble, threads=threads), x)
+        if self.strength != 1.0:
+            y = x + np.float32(self.strength) * (y - x)
         return self.window.to_hu(y)
 
     def frames(self, hu: np.ndarray) -> np.ndarray:

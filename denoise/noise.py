@@ -20,6 +20,8 @@ from skimage.transform import iradon, radon
 
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water at ~70 keV, 1/mm
 DEFAULT_VIEWS = 720
+# iradon's filters, sharpest first: the noise texture of a low-dose realization (a kernel's role).
+FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 
 
 def add_gaussian(hu: np.ndarray, *, sigma_hu: float, rng: np.random.Generator) -> np.ndarray:
@@ -90,10 +92,13 @@ def noisy_line_integrals(proj: Projection, *, i0: float, rng: np.random.Generato
     return -np.log(np.maximum(counts, 1) / i0)
 
 
-def reconstruct(proj: Projection, line_integrals: np.ndarray) -> np.ndarray:
-    """Filtered back projection (ramp) -> HU, cropped to the input slice;
-    pixels outside the field of view keep the input's values."""
-    mu = iradon(line_integrals, proj.theta, circle=True, filter_name="ramp") / proj.pixel_spacing_mm
+def reconstruct(proj: Projection, line_integrals: np.ndarray, *, filter_name: str = "ramp") -> np.ndarray:
+    """Filtered back projection -> HU, cropped to the input slice; pixels
+    outside the field of view keep the input's values. ``filter_name`` is one
+    of :data:`FBP_FILTERS` (ramp: sharp noise texture; hann: smooth)."""
+    if filter_name not in FBP_FILTERS:
+        raise ValueError(f"filter_name must be one of {FBP_FILTERS}, got {filter_name!r}")
+    mu = iradon(line_integrals, proj.theta, circle=True, filter_name=filter_name) / proj.pixel_spacing_mm
     img = np.where(proj.fov, mu_to_hu(mu), proj.background)
     top, left, rows, cols = proj.crop
     return img[top:top + rows, left:left + cols].astype(np.float32)

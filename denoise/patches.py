@@ -94,6 +94,12 @@ def gaussian_batch(clean: np.ndarray, sigma_range: tuple[float, float], rng: np.
     instead, over [max(low, high / 100), high]: more patches at low noise, where
     an L2 loss dominated by the noisiest patches otherwise gives little signal.
     """
+    return gaussian_noise(clean, sigma_range, rng, log_fraction)[0]
+
+
+def gaussian_noise(clean: np.ndarray, sigma_range: tuple[float, float], rng: np.random.Generator,
+                   log_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`gaussian_batch`, also returning each patch's sigma (n,)."""
     n = clean.shape[0]
     lo, hi = sigma_range
     sigma = rng.uniform(lo, hi, size=n)
@@ -102,7 +108,7 @@ def gaussian_batch(clean: np.ndarray, sigma_range: tuple[float, float], rng: np.
         use_log = rng.random(n) < log_fraction
         sigma = np.where(use_log, np.exp(rng.uniform(log_lo, np.log(hi), size=n)), sigma)
     sigma = sigma.astype(np.float32).reshape(n, 1, 1)
-    return clean + sigma * rng.standard_normal(clean.shape, dtype=np.float32)
+    return clean + sigma * rng.standard_normal(clean.shape, dtype=np.float32), sigma.reshape(n)
 
 
 def _bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:

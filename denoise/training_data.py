@@ -3,9 +3,22 @@ batches with fresh noise every epoch, and a fixed-noise validation set.
 
 Low-dose noise is expensive (a sinogram and a filtered back projection per
 realization), so it comes from a *bank*: ``low_dose_bank_slices`` slices each
-hold one simulated realization at an I0 drawn log-uniformly from the range;
-``low_dose_refresh`` of them are re-simulated (new slice, new I0, new Poisson
-draw) every epoch. Sinograms are cached per slice, so a refresh costs one FBP.
+hold one simulated realization at an I0 drawn log-uniformly from the range,
+reconstructed with a filter drawn from ``low_dose_filters`` (sharp to smooth
+noise textures); ``low_dose_refresh`` of them are re-simulated (new slice, new
+I0, new filter, new Poisson draw) every epoch. Sinograms are cached per slice,
+so a refresh costs two FBPs (the noisy one and its noiseless reference with
+the same filter).
+
+Kernel texture to keep: with ``textured_fraction`` > 0, that share of the
+Gaussian patches takes a bank realization as its *clean target* (a scan with
+its own filtered noise) and adds white noise to it, so the network learns to
+remove the added noise and keep a kernel's texture, sharp ones included.
+
+For a model with a noise-level input (:mod:`denoise.conditioning`) each
+batch also carries every patch's true noise level (the Gaussian sigma, or the
+RMS of a low-dose realization's noise), given to ``known_level_fraction`` of
+the patches and hidden from the others.
 """
 
 from __future__ import annotations
@@ -16,12 +29,13 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from denoise.conditioning import network_input
 from denoise.config import NoiseConfig, PatchConfig, ValidationConfig
 from denoise.dicom.pixels import load_ct
 from denoise.dicom.scan import inspect_file
 from denoise.noise import Projection, add_gaussian, low_dose_pair, noisy_line_integrals, project, reconstruct
 from denoise.normalize import HUWindow
-from denoise.patches import BODY_HU, PatchSource, augment, gaussian_batch, hard_edge_batch
+from denoise.patches import BODY_HU, PatchSource, augment, gaussian_noise, hard_edge_batch
 
 
 @dataclass
@@ -56,28 +70,34 @@ class LowDoseBank:
         if not self.slices:
             raise ValueError("low-dose noise needs PixelSpacing in the training slices")
         self.cfg, self.window, self.rng = cfg, window, rng
-        self._projections: OrderedDict[int, tuple[Projection, np.ndarray]] = OrderedDict()
+        self._projections: OrderedDict[tuple[int, str], tuple[Projection, np.ndarray]] = OrderedDict()
         self._cache_size = cache_size
         self.entries: list[tuple[int, float, np.ndarray, np.ndarray]] = []  # slice, i0, noisy, clean (HU)
         while len(self.entries) < min(cfg.low_dose_bank_slices, len(self.slices)):
             self.entries.append(self._simulate())
 
-    def _projection(self, k: int) -> tuple[Projection, np.ndarray]:
-        if k not in self._projections:
+    def _projection(self, k: int, filter_name: str) -> tuple[Projection, np.ndarray]:
+        """The slice's sinogram and its noiseless FBP with ``filter_name`` (cached)."""
+        key = (k, filter_name)
+        if key not in self._projections:
             s = self.slices[k]
-            proj = project(s.hu, pixel_spacing_mm=s.pixel_spacing_mm, n_views=self.cfg.low_dose_views)
-            self._projections[k] = (proj, reconstruct(proj, proj.line_integrals))
+            other = next((v for (j, _), v in self._projections.items() if j == k), None)
+            proj = other[0] if other is not None else project(s.hu, pixel_spacing_mm=s.pixel_spacing_mm,
+                                                              n_views=self.cfg.low_dose_views)
+            self._projections[key] = (proj, reconstruct(proj, proj.line_integrals, filter_name=filter_name))
             if len(self._projections) > self._cache_size:
                 self._projections.popitem(last=False)
-        self._projections.move_to_end(k)
-        return self._projections[k]
+        self._projections.move_to_end(key)
+        return self._projections[key]
 
     def _simulate(self) -> tuple[int, float, np.ndarray, np.ndarray]:
         k = int(self.rng.integers(len(self.slices)))
         lo, hi = np.log(self.cfg.low_dose_i0[0]), np.log(self.cfg.low_dose_i0[1])
         i0 = float(np.exp(self.rng.uniform(lo, hi)))
-        proj, clean = self._projection(k)
-        noisy = reconstruct(proj, noisy_line_integrals(proj, i0=i0, rng=self.rng))
+        filters = self.cfg.low_dose_filters
+        filter_name = filters[int(self.rng.integers(len(filters)))] if len(filters) > 1 else filters[0]
+        proj, clean = self._projection(k, filter_name)
+        noisy = reconstruct(proj, noisy_line_integrals(proj, i0=i0, rng=self.rng), filter_name=filter_name)
         return k, i0, noisy, clean
 
     def refresh(self) -> None:
@@ -85,10 +105,12 @@ class LowDoseBank:
                                  replace=False):
             self.entries[int(j)] = self._simulate()
 
-    def sources(self, patch: PatchConfig) -> list[PatchSource]:
+    def sources(self, patch: PatchConfig, *, min_i0: float = 0.0) -> list[PatchSource]:
+        """Patch sources of the realizations (those of I0 >= ``min_i0``): noisy as inputs, clean as targets."""
         by_shape: dict[tuple, list] = {}
-        for _, _, noisy, clean in self.entries:
-            by_shape.setdefault(clean.shape, []).append((noisy, clean))
+        for _, i0, noisy, clean in self.entries:
+            if i0 >= min_i0:
+                by_shape.setdefault(clean.shape, []).append((noisy, clean))
         out = []
         for pairs in by_shape.values():
             clean = np.stack([c for _, c in pairs])
@@ -103,10 +125,11 @@ class TrainingPatches:
     """Endless noisy/clean patch batches from training slices."""
 
     def __init__(self, slices: list[Slice], *, window: HUWindow, noise: NoiseConfig, patches: PatchConfig,
-                 rng: np.random.Generator):
+                 rng: np.random.Generator, conditioned: bool = False):
         if not slices:
             raise ValueError("no training slices")
         self.window, self.noise, self.patches, self.rng = window, noise, patches, rng
+        self.conditioned = conditioned
         by_shape: dict[tuple, list[np.ndarray]] = {}
         for s in slices:
             by_shape.setdefault(s.hu.shape, []).append(s.hu)
@@ -118,13 +141,18 @@ class TrainingPatches:
         self.sigma_model = tuple(window.sigma_to_model(s) for s in noise.gaussian_sigma_hu)
         self.hard_edge_model = tuple(float(window.to_model(v)) for v in patches.hard_edge_hu)
         self.bank = (LowDoseBank(slices, noise, window, rng) if noise.low_dose_fraction > 0 else None)
-        self.low_dose_sources = self.bank.sources(patches) if self.bank else []
+        self._bank_sources()
+
+    def _bank_sources(self) -> None:
+        self.low_dose_sources = self.bank.sources(self.patches) if self.bank else []
+        self.textured_sources = (self.bank.sources(self.patches, min_i0=self.noise.textured_i0_min)
+                                 if self.bank and self.noise.textured_fraction > 0 else [])
 
     def new_epoch(self) -> None:
         """Refresh part of the low-dose bank (Gaussian noise is new every batch)."""
         if self.bank is not None:
             self.bank.refresh()
-            self.low_dose_sources = self.bank.sources(self.patches)
+            self._bank_sources()
 
     def _draw(self, sources: list[PatchSource], n: int):
         sizes = np.array([len(s) for s in sources], dtype=np.float64)
@@ -135,24 +163,39 @@ class TrainingPatches:
         return clean, noisy
 
     def batch(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(noisy, clean), each (n, p, p, 1) float32 in model space."""
+        """(input, clean) float32 in model space: clean (n, p, p, 1); input the
+        noisy patches (n, p, p, 1), or with ``conditioned`` (n, p, p, 3) with
+        their noise level maps (see :mod:`denoise.conditioning`)."""
         n = n or self.patches.batch_size
         n_ld = int(self.rng.binomial(n, self.noise.low_dose_fraction)) if self.low_dose_sources else 0
-        clean, noisy = self._draw(self.clean_sources, n - n_ld) if n - n_ld else (None, None)
-        if clean is not None:
+        n_tex = (int(self.rng.binomial(n - n_ld, self.noise.textured_fraction))
+                 if self.textured_sources else 0)
+        parts = []  # (noisy, clean, level) in model units
+        if n - n_ld - n_tex:
+            clean, _ = self._draw(self.clean_sources, n - n_ld - n_tex)
             if self.patches.hard_edge_fraction > 0:
                 clean = hard_edge_batch(clean, self.patches.hard_edge_fraction, self.hard_edge_model, self.rng)
-            noisy = gaussian_batch(clean, self.sigma_model, self.rng, self.noise.gaussian_log_fraction)
+            parts.append((*self._gaussian(clean), clean))
+        if n_tex:  # a realization with its own texture is the target; white noise on top
+            _, textured = self._draw(self.textured_sources, n_tex)
+            parts.append((*self._gaussian(textured), textured))
         if n_ld:
             ld_clean, ld_noisy = self._draw(self.low_dose_sources, n_ld)
-            clean = ld_clean if clean is None else np.concatenate([clean, ld_clean])
-            noisy = ld_noisy if noisy is None else np.concatenate([noisy, ld_noisy])
+            parts.append((ld_noisy, np.sqrt(np.mean((ld_noisy - ld_clean) ** 2, axis=(1, 2))), ld_clean))
+        noisy = np.concatenate([p[0] for p in parts])
+        level = np.concatenate([p[1] for p in parts]).astype(np.float32)
+        clean = np.concatenate([p[2] for p in parts])
         if self.patches.augment:
             noisy, clean = augment([noisy, clean], self.rng)
         # What the network sees in use (HUWindow.apply): both clipped to the input range.
         noisy, clean = self.window.clip(noisy), self.window.clip(clean)
-        return (np.ascontiguousarray(noisy[..., None], dtype=np.float32),
-                np.ascontiguousarray(clean[..., None], dtype=np.float32))
+        noisy = np.ascontiguousarray(noisy[..., None], dtype=np.float32)
+        if self.conditioned:
+            noisy = network_input(noisy, level, known=self.rng.random(n) < self.noise.known_level_fraction)
+        return noisy, np.ascontiguousarray(clean[..., None], dtype=np.float32)
+
+    def _gaussian(self, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return gaussian_noise(clean, self.sigma_model, self.rng, self.noise.gaussian_log_fraction)
 
 
 @dataclass

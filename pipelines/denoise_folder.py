@@ -16,7 +16,7 @@ import numpy as np
 from denoise.batch import BatchReport, UsageError, run_batch
 from denoise.dicom.scan import CTFile
 from denoise.dicom.write import Derivation
-from denoise.inference import DEFAULT_ENSEMBLE, Denoiser
+from denoise.inference import DEFAULT_ENSEMBLE, DEFAULT_STRENGTH, Denoiser, strength_name
 from denoise.nn import ModelFileError
 
 
@@ -30,6 +30,8 @@ class DenoiseJob:
     device: str = "cpu"
     threads: int | None = None  # convolution threads in this process (None: one per core)
     ensemble: int = DEFAULT_ENSEMBLE  # geometric self-ensemble views (denoise.inference)
+    strength: str | float = DEFAULT_STRENGTH  # low/medium/high or 0..1 (denoise.inference.parse_strength)
+    noise_sd_hu: float | None = None  # noise to remove; None: the network judges it (blind)
 
     def build(self) -> DenoiseTransform:
         if self.threads is not None:
@@ -37,18 +39,21 @@ class DenoiseJob:
 
             set_num_threads(self.threads)
         denoiser = Denoiser.load(self.model_path, device=self.device, tile=self.tile, overlap=self.overlap,
-                                 ensemble=self.ensemble)
+                                 ensemble=self.ensemble, strength=self.strength, noise_sd_hu=self.noise_sd_hu)
         return DenoiseTransform(denoiser, derivation_for(denoiser))
 
 
 def derivation_for(denoiser: Denoiser) -> Derivation:
-    """What was done, from the loaded denoiser's own settings (model, tiling, views)."""
+    """What was done, from the loaded denoiser's own settings (model, tiling, views, strength, noise level)."""
     tile, overlap = denoiser.tile, denoiser.overlap
     how = "whole slice" if tile is None else f"tiles {tile} px, overlap {overlap:g}"
     how += f", mean of {denoiser.ensemble} flipped views" if denoiser.ensemble > 1 else ""
+    level = ("noise SD judged by the network" if denoiser.noise_sd_hu is None
+             else f"noise SD {denoiser.noise_sd_hu:g} HU given")
+    how += f", strength {strength_name(denoiser.strength)}, {level}"
     return Derivation(
         key=f"ct-denoise denoise model={denoiser.model_id} tile={tile} overlap={overlap:g} "
-            f"ensemble={denoiser.ensemble}",
+            f"ensemble={denoiser.ensemble} strength={denoiser.strength:.6g} noise_sd={denoiser.noise_sd_hu}",
         description=f"Denoised by ct-denoise (NumPy convolutional autoencoder {denoiser.model_id}, {how})",
         series_suffix="denoised")
 
@@ -82,14 +87,16 @@ def build_checked(job: DenoiseJob) -> DenoiseTransform:
 
 def run(input_path, output_root, *, model_path=None, tile: int | None = None, overlap: float = 0.25,
         device: str = "cpu", force: bool = False, workers: int = 1, scheduler: str | None = None,
-        on_outcome=None, on_plan=None, ensemble: int = DEFAULT_ENSEMBLE) -> BatchReport:
+        on_outcome=None, on_plan=None, ensemble: int = DEFAULT_ENSEMBLE, strength=DEFAULT_STRENGTH,
+        noise_sd_hu: float | None = None) -> BatchReport:
     """Denoise every CT file under ``input_path`` into ``output_root``."""
     if tile is not None and tile < 8:
         raise UsageError(f"--tile must be >= 8 pixels, got {tile}")
     if not 0 <= overlap < 1:
         raise UsageError(f"--overlap must be in [0, 1), got {overlap}")
     job = DenoiseJob(None if model_path is None else str(model_path), tile, overlap, device,
-                     threads=1 if workers > 1 or scheduler else None, ensemble=ensemble)
+                     threads=1 if workers > 1 or scheduler else None, ensemble=ensemble, strength=strength,
+                     noise_sd_hu=noise_sd_hu)
     built = build_checked(dataclasses.replace(job, threads=None))  # a bad --ensemble is a usage error here
     in_process = workers == 1 and scheduler is None
     return run_batch(input_path, output_root, Prebuilt(built) if in_process else job, force=force,

@@ -30,6 +30,7 @@ import numpy as np
 from denoise import metrics
 from denoise.atomic import atomic_path, write_json, write_text
 from denoise.backend import array_module, to_numpy
+from denoise.conditioning import blind_input
 from denoise.config import ConfigError, RunConfig, config_from_dict, load_config, to_toml
 from denoise.manifest import load_manifest, split_files
 from denoise.nn import (
@@ -111,7 +112,7 @@ def validate_model(model: ConvAutoencoder, vset: ValidationSet, window: HUWindow
     """Mean PSNR/SSIM/MSE over the validation slices and the denoised slices (HU)."""
     psnrs, ssims, losses, outputs = [], [], [], []
     for noisy, clean in zip(vset.noisy, vset.clean, strict=True):
-        pred = window.apply(lambda c: to_numpy(model.predict(c[None, ..., None]))[0, ..., 0],
+        pred = window.apply(lambda c: to_numpy(model.predict(blind_input(model, c[None, ..., None])))[0, ..., 0],
                             window.to_model(noisy))
         hu = window.to_hu(pred)
         outputs.append(hu)
@@ -208,7 +209,8 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.toml", to_toml(cfg.to_dict()))
 
-    patches = TrainingPatches(train_slices, window=window, noise=cfg.noise, patches=cfg.patches, rng=rng)
+    patches = TrainingPatches(train_slices, window=window, noise=cfg.noise, patches=cfg.patches, rng=rng,
+                              conditioned=model.in_channels > 1)
     xp = array_module(cfg.training.device)
     loss_fn = mse_loss if cfg.training.loss == "l2" else l1_loss
     steps_per_epoch = cfg.patches.per_epoch // cfg.patches.batch_size
@@ -276,14 +278,22 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
 
 def warm_start(model: ConvAutoencoder, cfg: RunConfig) -> None:
     """Copy the weights of the saved model ``cfg.training.init`` into ``model``
-    (same architecture required; its optimizer state is not used)."""
+    (its optimizer state is not used). The architecture must be the same, or
+    differ only in gaining the noise-level input: then the first convolution's
+    weights for the new input channels start at zero, so the warm-started model
+    first computes exactly what the saved one did, whatever the level."""
     init, _, _ = load_model(cfg.training.init, device=cfg.training.device)
-    if init.config != model.config:
+    gains_level = {**init.config, "noise_level_input": True} == model.config and not init.config["noise_level_input"]
+    if init.config != model.config and not gains_level:
         raise ConfigError(f"training.init {cfg.training.init}: its architecture {init.config} "
                           f"differs from [model] {model.config}")
     source = init.parameters()
     for name, p in model.parameters().items():
-        p[...] = source[name]
+        if p.shape == source[name].shape:
+            p[...] = source[name]
+        else:  # the first convolution: (k, k, channels in, out)
+            p[...] = 0
+            p[:, :, : source[name].shape[2], :] = source[name]
 
 
 def resumed_log(run_dir: Path, meta: dict) -> list[dict]:

@@ -55,6 +55,9 @@ DEFAULT_ARCH = {
     "activation": "relu",  # see denoise.nn.activations.ACTIVATIONS
     "skip": "concat",  # "concat" (U-Net) | "add" | "none"
     "residual": True,  # predict the noise and subtract it from the input
+    # Three input channels (image, noise level, level-given flag; see denoise.conditioning)
+    # instead of the image alone.
+    "noise_level_input": False,
 }
 
 _CHOICES = {
@@ -90,9 +93,17 @@ def validate_config(config: dict) -> dict:
     for key, allowed in _CHOICES.items():
         if cfg[key] not in allowed:
             raise ValueError(f"'{key}' must be one of {allowed}, got {cfg[key]!r}")
-    if not isinstance(cfg["residual"], bool):
-        raise ValueError(f"'residual' must be true or false, got {cfg['residual']!r}")
+    for key in ("residual", "noise_level_input"):
+        if not isinstance(cfg[key], bool):
+            raise ValueError(f"'{key}' must be true or false, got {cfg[key]!r}")
     return cfg
+
+
+def input_channels(config: dict) -> int:
+    """Channels of the network's input: the image, plus the noise-level maps if conditioned."""
+    from denoise.conditioning import CHANNELS
+
+    return CHANNELS if config.get("noise_level_input") else 1
 
 
 class Sequential:
@@ -158,7 +169,7 @@ class Encoder:
     def __init__(self, build: _Builder):
         cfg = build.cfg
         strided = cfg["down"] == "strided_conv"
-        self.levels, c_in = [], 1
+        self.levels, c_in = [], input_channels(cfg)
         for lvl, c in enumerate(cfg["channels"]):
             layers = [("pool", MeanPool2d(2))] if lvl > 0 and not strided else []
             for i in range(cfg["convs_per_level"]):
@@ -253,6 +264,7 @@ class ConvAutoencoder:
         self.encoder = Encoder(build)
         self.decoder = Decoder(build)
         self.multiple = 2 ** (len(self.config["channels"]) - 1)
+        self.in_channels = input_channels(self.config)
 
     def named_layers(self):
         yield from self.encoder.named_layers()
@@ -270,9 +282,11 @@ class ConvAutoencoder:
             layer.zero_grad()
 
     def _check_input(self, x, *, need_multiple: bool) -> None:
-        if x.ndim != 4 or x.shape[3] != 1:
-            raise ValueError(f"model input must be (N, H, W, 1), got shape {x.shape}; "
-                             "add axes with x[None, ..., None]")
+        c = self.in_channels
+        if x.ndim != 4 or x.shape[3] != c:
+            hint = ("add axes with x[None, ..., None]" if c == 1 else
+                    "build it with denoise.conditioning.network_input")
+            raise ValueError(f"model input must be (N, H, W, {c}), got shape {x.shape}; {hint}")
         h, w, m = x.shape[1], x.shape[2], self.multiple
         if need_multiple and (h % m or w % m):
             raise ValueError(f"forward needs H and W divisible by {m}, got {h}x{w}; "
@@ -280,10 +294,10 @@ class ConvAutoencoder:
 
     def _run(self, x, *, cache: bool):
         y = self.decoder.forward(self.encoder.forward(x, cache=cache), cache=cache)
-        return x - y if self.config["residual"] else y
+        return x[..., :1] - y if self.config["residual"] else y  # channel 0 is the image
 
     def forward(self, x):
-        """Training forward pass on (N, H, W, 1); caches what ``backward`` needs."""
+        """Training forward pass on (N, H, W, C) -> (N, H, W, 1); caches what ``backward`` needs."""
         self._check_input(x, need_multiple=True)
         return self._run(x.astype(self.dtype, copy=False), cache=True)
 
@@ -297,10 +311,16 @@ class ConvAutoencoder:
         dx = self.encoder.backward(self.decoder.backward(-dy if residual else dy), input_grad=input_grad)
         if not input_grad:
             return None
-        return dx + dy if residual else dx
+        if not residual:
+            return dx
+        if dx.shape[3] == 1:
+            return dx + dy
+        dx = dx.copy()
+        dx[..., :1] += dy  # the image channel passes straight through
+        return dx
 
     def predict(self, x, *, batch_size: int = 1):
-        """Denoise (N, H, W, 1) of any H x W, ``batch_size`` images at a time, no cache.
+        """Denoise (N, H, W, C) -> (N, H, W, 1) of any H x W, ``batch_size`` images at a time, no cache.
 
         Edge-pads to a multiple of ``multiple`` and crops back.
         """
@@ -312,7 +332,7 @@ class ConvAutoencoder:
         n, h, w, _ = x.shape
         m = self.multiple
         pad = ((0, 0), (0, -h % m), (0, -w % m), (0, 0))
-        out = xp.empty_like(x)
+        out = xp.empty((n, h, w, 1), dtype=x.dtype)
         for i in range(0, n, batch_size):
             out[i : i + batch_size] = self._run(xp.pad(x[i : i + batch_size], pad, mode="edge"),
                                                 cache=False)[:, :h, :w]

@@ -100,7 +100,8 @@ class DataParallel:
 
     def _in_processes(self, shards: list[tuple], loss_fn) -> float:
         """First shard here, the others in the worker processes (forked on first use)."""
-        need = (loss_fn, len(shards) - 1, max(sx.shape[0] for sx, _, _ in shards[1:]), shards[0][0].shape[1:])
+        need = (loss_fn, len(shards) - 1, max(sx.shape[0] for sx, _, _ in shards[1:]), shards[0][0].shape[1:],
+                shards[0][1].shape[1:])
         workers = self._workers
         if workers is None or not workers.fits(self.model, *need):
             self.close()

@@ -43,27 +43,31 @@ def available() -> bool:
 
 
 class ShardWorkers:
-    """``n`` forked replicas of ``model``, each taking shards of up to ``rows`` images of ``image_shape``.
+    """``n`` forked replicas of ``model``, each taking shards of up to ``rows`` inputs of
+    ``image_shape`` and targets of ``target_shape`` (default: the same).
 
     ``loss_fn`` is fixed at the fork. Call :meth:`close` when done (also run at
     garbage collection; the workers are daemons and exit with the parent).
     """
 
-    def __init__(self, model, loss_fn, n: int, rows: int, image_shape: tuple):
+    def __init__(self, model, loss_fn, n: int, rows: int, image_shape: tuple, target_shape: tuple | None = None):
         self.loss_fn, self.n, self.rows = loss_fn, n, rows
         self.image_shape, self.dtype = tuple(image_shape), model.dtype  # inputs are cast to it, as forward does
+        self.target_shape = tuple(target_shape) if target_shape is not None else self.image_shape
         params = model.parameters()
         self.names = list(params)
         shapes = [params[k].shape for k in self.names]
         n_params = sum(int(np.prod(s)) for s in shapes)
         n_input = rows * int(np.prod(self.image_shape))
-        self._mem = mmap.mmap(-1, (n_params * (1 + n) + 2 * n * n_input) * self.dtype.itemsize)
+        n_target = rows * int(np.prod(self.target_shape))
+        self._mem = mmap.mmap(-1, (n_params * (1 + n) + n * (n_input + n_target)) * self.dtype.itemsize)
         flat = np.frombuffer(self._mem, dtype=self.dtype)
         blocks = [flat[i * n_params : (i + 1) * n_params] for i in range(1 + n)]
         self.params = _views(blocks[0], self.names, shapes)
         self.grads = [_views(b, self.names, shapes) for b in blocks[1:]]
-        io = flat[(1 + n) * n_params :].reshape(2, n, rows, *self.image_shape)
-        self.inputs, self.targets = io[0], io[1]
+        io = flat[(1 + n) * n_params :]
+        self.inputs = io[: n * n_input].reshape(n, rows, *self.image_shape)
+        self.targets = io[n * n_input :].reshape(n, rows, *self.target_shape)
         self._conns, self._procs = [], []
         ctx = multiprocessing.get_context("fork")
         shutdown_pool()  # no idle pool threads to copy into the children
@@ -78,10 +82,12 @@ class ShardWorkers:
                 self._conns.append(parent)
                 self._procs.append(proc)
 
-    def fits(self, model, loss_fn, n: int, rows: int, image_shape: tuple) -> bool:
+    def fits(self, model, loss_fn, n: int, rows: int, image_shape: tuple, target_shape: tuple | None = None) -> bool:
         """Whether these workers can take this step (else the caller forks new ones)."""
+        target_shape = tuple(target_shape) if target_shape is not None else tuple(image_shape)
         return (n == self.n and loss_fn is self.loss_fn and rows <= self.rows
-                and tuple(image_shape) == self.image_shape and model.dtype == self.dtype
+                and tuple(image_shape) == self.image_shape and target_shape == self.target_shape
+                and model.dtype == self.dtype
                 and bool(self._procs) and all(p.is_alive() for p in self._procs))
 
     def start(self, model, shards: list[tuple]) -> None:

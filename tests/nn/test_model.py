@@ -16,6 +16,8 @@ GRAD_CONFIGS = [
     {"skip": "concat", "residual": True, "activation": "leaky_relu", "convs_per_level": 1},
     {"skip": "add", "residual": False, "activation": "sigmoid", "up": "transposed_conv"},
     {"skip": "add", "residual": True, "activation": "arctan", "down": "strided_conv", "kernel_size": 5},
+    {"skip": "concat", "residual": True, "noise_level_input": True},
+    {"skip": "concat", "residual": False, "noise_level_input": True},
 ]
 
 
@@ -30,7 +32,7 @@ def _tiny_model(config, rng, channels=(2, 3, 4)):
 @pytest.mark.parametrize("config", GRAD_CONFIGS, ids=lambda c: "-".join(map(str, c.values())))
 def test_autoencoder_gradients_wrt_input_and_every_parameter(rng, config):
     model = _tiny_model(config, rng)
-    x, target = rng.standard_normal((2, 8, 8, 1)), rng.standard_normal((2, 8, 8, 1))
+    x, target = rng.standard_normal((2, 8, 8, model.in_channels)), rng.standard_normal((2, 8, 8, 1))
 
     def loss():
         return mse_loss(model.predict(x), target)[0]
@@ -170,3 +172,23 @@ def test_tiny_model_overfits_a_few_patches(rng):
         losses.append(loss)
     assert losses[-1] < 2e-4 and losses[-1] < losses[0] / 1000, (losses[0], losses[-1])
     assert time.perf_counter() - start < 20
+
+
+def test_noise_level_input_model_takes_the_level_maps(rng):
+    from denoise.conditioning import LEVEL_SCALE, network_input
+
+    model = ConvAutoencoder({"channels": [2, 3], "noise_level_input": True}, rng)
+    x = rng.random((2, 8, 8, 1), dtype=np.float32)
+    blind = network_input(x)
+    given = network_input(x, np.array([0.01, 0.02]), known=np.array([True, False]))
+    assert blind.shape == given.shape == (2, 8, 8, 3)
+    np.testing.assert_array_equal(blind[..., 1:], 0)
+    np.testing.assert_allclose(given[0, ..., 1], 0.01 * LEVEL_SCALE)
+    np.testing.assert_array_equal(given[0, ..., 2], 1)
+    np.testing.assert_array_equal(given[1, ..., 1:], 0)  # not known: blind
+    assert model.predict(given).shape == (2, 8, 8, 1)
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\).*network_input"):
+        model.predict(x)
+    for p in model.parameters().values():
+        p[...] = 0  # predicts zero noise: the image channel comes back alone
+    np.testing.assert_array_equal(model.predict(given), x)

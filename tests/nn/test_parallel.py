@@ -63,6 +63,21 @@ def test_sharded_step_matches_plain_step(threads, rng, n_threads, batch, loss_fn
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_sharded_step_with_level_maps_in_and_one_channel_out(threads, rng, mode):
+    # A noise-level-input model: 3 input channels, 1-channel targets (separate shared buffers).
+    model = ConvAutoencoder({**ARCH, "noise_level_input": True}, np.random.default_rng(0), dtype=np.float64)
+    x, target = rng.random((5, 8, 8, 3)), rng.random((5, 8, 8, 1))
+    threads(1)
+    loss_ref, grads_ref = plain_loss_and_grads(model, x, target, mse_loss)
+    threads(2)
+    model.zero_grad()
+    with DataParallel(model, mode=mode) as parallel:
+        loss = parallel.forward_backward(x, target, mse_loss)
+    assert loss == pytest.approx(loss_ref, rel=1e-12)
+    assert_grads_match(model, grads_ref)
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_replicas_follow_optimizer_updates_and_keep_own_gradients(threads, rng, mode):
     # The replica must see the optimizer's in-place update: a second step equals a plain second step.
     threads(2)

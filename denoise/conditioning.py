@@ -1,0 +1,71 @@
+"""How a noise level reaches the network: FFDNet-style input maps.
+
+A model whose architecture has ``noise_level_input`` takes three channels:
+
+0. the image in model space;
+1. the noise level: the SD of the noise to remove, in model units (HU /
+   (high - low)), times :data:`LEVEL_SCALE` so that typical levels are
+   ~0.05-1 like the image;
+2. 1 where that level is given, 0 where the network must judge it itself
+   (blind: the level channel is then 0).
+
+Training gives the true level (the SD of the noise actually added) to part
+of the patches and none to the rest, so one network serves both ``denoise
+--noise-sd HU`` and the default blind use. A level of 0 given as known means
+"there is no noise to remove": trained on pairs with nothing added, the
+network learns to leave such an image alone.
+
+References
+----------
+.. [1] K. Zhang, W. Zuo, L. Zhang, "FFDNet: Toward a fast and flexible
+   solution for CNN-based image denoising", IEEE TIP 27(9):4608-4622 (2018).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LEVEL_SCALE = 10.0
+CHANNELS = 3
+
+
+def network_input(x, level=None, *, known=None):
+    """The conditioned network's input for images ``x`` (N, H, W, 1).
+
+    Parameters
+    ----------
+    x : (N, H, W, 1) array, model space
+    level : float or (N,) array, optional
+        SD of the noise to remove, model units; None: blind for every image.
+    known : (N,) bool array, optional
+        Which images' level is given (default: all when ``level`` is given);
+        the level of the others is zeroed.
+
+    Returns
+    -------
+    (N, H, W, 3) array of ``x``'s dtype and array module.
+    """
+    n, h, w, _ = x.shape
+    xp = np if isinstance(x, np.ndarray) else _module(x)
+    if level is None:
+        flag = xp.zeros((n,), dtype=x.dtype)
+        value = flag
+    else:
+        value = xp.broadcast_to(xp.asarray(level, dtype=x.dtype), (n,))
+        flag = (xp.ones((n,), dtype=x.dtype) if known is None
+                else xp.asarray(known, dtype=x.dtype).reshape(n))
+        value = value * flag * x.dtype.type(LEVEL_SCALE)
+    maps = xp.broadcast_to(xp.stack([value, flag], axis=1)[:, None, None, :], (n, h, w, 2))
+    return xp.concatenate([x, maps.astype(x.dtype)], axis=3)
+
+
+def blind_input(model, x):
+    """``x`` (N, H, W, 1) as ``model`` takes it with no level given: itself
+    for a plain model, with blind level maps for a conditioned one."""
+    return network_input(x) if model.in_channels > 1 else x
+
+
+def _module(x):
+    from denoise.backend import get_array_module
+
+    return get_array_module(x)
