@@ -18,7 +18,7 @@ from tests.factory import PATIENT_ID, PATIENT_NAME, write_config
 
 
 def test_shipped_configs_load_and_round_trip(tmp_path):
-    for name in ("quick_chest", "default_ct", "default_ct_finetune"):
+    for name in ("quick_chest", "default_ct", "default_ct_finetune", "kernels_ct"):
         cfg = load_config(cli.Path(cli.__file__).parent / "pipelines" / "configs" / f"{name}.toml")
         again = tmp_path / f"{name}.toml"
         again.write_text(to_toml(cfg.to_dict()))
@@ -34,6 +34,9 @@ def test_shipped_configs_load_and_round_trip(tmp_path):
     ("not toml = = 1", "invalid TOML"),
     ("[patches]\nhard_edge_fraction = 1.5\n", "patches.hard_edge_fraction"),
     ("[patches]\nhard_edge_hu = [0, -1000]\n", "patches.hard_edge_hu"),
+    ("[noise]\nlow_dose_filters = ['ramp', 'butterworth']\n", "noise.low_dose_filters"),
+    ("[noise]\ntextured_fraction = 2\n", "noise.textured_fraction"),
+    ("[noise]\nknown_level_fraction = -0.5\n", "noise.known_level_fraction"),
 ])
 def test_bad_configs_name_the_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"
