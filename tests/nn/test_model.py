@@ -187,6 +187,8 @@ def test_noise_level_input_model_takes_the_level_maps(rng):
     np.testing.assert_array_equal(given[0, ..., 2], 1)
     np.testing.assert_array_equal(given[1, ..., 1:], 0)  # not known: blind
     assert model.predict(given).shape == (2, 8, 8, 1)
+    with pytest.raises(ValueError, match="'noise_level_input' must be true or false"):
+        validate_config({"noise_level_input": 1})
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\).*network_input"):
         model.predict(x)
     for p in model.parameters().values():
