@@ -59,6 +59,42 @@ def network_input(x, level=None, *, known=None):
     return xp.concatenate([x, maps.astype(x.dtype)], axis=3)
 
 
+LIMIT_FACTOR = 1.3  # a given level's local removal may exceed it by this much (noise fluctuates)
+LIMIT_SCALE_PX = 3.0  # Gaussian scale of the local RMS
+
+
+def limit_correction(correction: np.ndarray, level: float, *, factor: float = LIMIT_FACTOR,
+                     scale_px: float = LIMIT_SCALE_PX) -> np.ndarray:
+    """Scale a correction (input - output, one 2-D slice) down wherever its
+    local RMS exceeds ``factor`` x ``level``.
+
+    Parameters
+    ----------
+    correction : (H, W) array
+        What the network would remove.
+    level : float
+        The noise SD the user says the input holds, same units.
+    factor, scale_px : float, optional
+        Headroom for the local fluctuation of removed noise, and the Gaussian
+        scale (pixels) of the local RMS.
+
+    Returns
+    -------
+    (H, W) array
+        ``correction * min(1, factor * level / local_rms)``: never more than
+        the stated noise is removed anywhere (so a level of 0 leaves the image
+        exactly as it is), and an edge the network would blur, where the
+        correction's energy piles up, is kept. Monotone in ``level``.
+    """
+    from scipy import ndimage
+
+    c = np.asarray(correction, dtype=np.float32)
+    if level <= 0:
+        return np.zeros_like(c)
+    local = np.sqrt(ndimage.gaussian_filter(c * c, scale_px))
+    return c * np.minimum(1.0, np.float32(factor * level) / np.maximum(local, np.float32(1e-12)))
+
+
 def blind_input(model, x):
     """``x`` (N, H, W, 1) as ``model`` takes it with no level given: itself
     for a plain model, with blind level maps for a conditioned one."""

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise.backend import get_array_module, to_numpy
-from denoise.conditioning import network_input
+from denoise.conditioning import limit_correction, network_input
 from denoise.hashing import sha256_file
 from denoise.nn import ConvAutoencoder, ModelFileError, get_num_threads, load_model
 from denoise.nn.threads import run_shards
@@ -203,6 +203,8 @@ class Denoiser:
         on_host = get_array_module(next(iter(self.model.parameters().values()))) is np
         threads = get_num_threads() if on_host else 1
         y = self.window.apply(lambda c: self_ensemble(predict, c, self.ensemble, threads=threads), x)
+        if self.noise_sd_hu is not None:  # a stated level: never remove more than that
+            y = x - limit_correction(x - y, self.window.sigma_to_model(self.noise_sd_hu))
         if self.strength != 1.0:
             y = x + np.float32(self.strength) * (y - x)
         return self.window.to_hu(y)

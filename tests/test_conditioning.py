@@ -149,3 +149,28 @@ def test_denoise_cli_records_strength_and_level_and_refuses_bad_ones(tmp_path, c
                                       *args])
         assert bad.exit_code == 2 and message in bad.output, bad.output
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_stated_level_bounds_what_is_removed():
+    from scipy import ndimage
+
+    from denoise.conditioning import LIMIT_FACTOR, limit_correction
+
+    rng = np.random.default_rng(5)
+    noise = rng.normal(0, 0.02, (128, 128)).astype(np.float32)
+    kept = limit_correction(noise, 0.02)
+    assert np.sum(kept ** 2) > 0.97 * np.sum(noise ** 2)  # the noise it was told of goes almost untouched
+    edge = np.zeros((128, 128), np.float32)
+    edge[:, 64:] = 0.3  # what blurring an edge would remove: far more than the stated noise
+    limited = limit_correction(noise + edge, 0.02)
+    local = np.sqrt(ndimage.gaussian_filter(limited ** 2, 3.0))
+    assert local.max() <= LIMIT_FACTOR * 0.02 * 1.05
+    assert not limit_correction(noise + edge, 0.0).any()
+    removed = [np.sum(limit_correction(noise + edge, level) ** 2) for level in (0.005, 0.01, 0.02, 0.04)]
+    assert removed == sorted(removed)  # more stated noise, more removed
+
+
+def test_noise_sd_zero_leaves_the_slice_exactly_as_it_is(conditioned_model):
+    hu = (body_phantom(64, radius_mm=18) + np.random.default_rng(0).normal(0, 30, (64, 64))).astype(np.float32)
+    out = Denoiser.load(conditioned_model, noise_sd_hu=0.0, ensemble=4)(hu)
+    assert np.sqrt(np.mean((out - hu) ** 2)) < 0.01
