@@ -84,6 +84,10 @@ class NoiseConfig:
     # For a model with a noise-level input: share of patches given their true noise level
     # (the others are blind).
     known_level_fraction: float = 0.5
+    # The same for the low-dose patches. Higher than the above, the blind network sees colored noise
+    # mostly as texture to keep (a sharp kernel's own noise looks like low-dose noise), white noise as
+    # noise to remove.
+    known_level_fraction_low_dose: float = 0.5
 
     def __post_init__(self):
         object.__setattr__(self, "gaussian_sigma_hu",
@@ -103,6 +107,8 @@ class NoiseConfig:
         _check(0.0 <= self.textured_fraction <= 1.0, "noise.textured_fraction must be in [0, 1]")
         _check(math.isfinite(self.textured_i0_min) and self.textured_i0_min > 0, "noise.textured_i0_min must be > 0")
         _check(0.0 <= self.known_level_fraction <= 1.0, "noise.known_level_fraction must be in [0, 1]")
+        _check(0.0 <= self.known_level_fraction_low_dose <= 1.0,
+               "noise.known_level_fraction_low_dose must be in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ remove the added noise and keep a kernel's texture, sharp ones included.
 For a model with a noise-level input (:mod:`denoise.conditioning`) each
 batch also carries every patch's true noise level (the Gaussian sigma, or the
 RMS of a low-dose realization's noise), given to ``known_level_fraction`` of
-the patches and hidden from the others.
+the patches (``known_level_fraction_low_dose`` of the low-dose ones) and
+hidden from the others.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ class TrainingPatches:
         n_ld = int(self.rng.binomial(n, self.noise.low_dose_fraction)) if self.low_dose_sources else 0
         n_tex = (int(self.rng.binomial(n - n_ld, self.noise.textured_fraction))
                  if self.textured_sources else 0)
-        parts = []  # (noisy, clean, level) in model units
+        parts = []  # (noisy, level, clean) in model units
         if n - n_ld - n_tex:
             clean, _ = self._draw(self.clean_sources, n - n_ld - n_tex)
             if self.patches.hard_edge_fraction > 0:
@@ -185,13 +186,15 @@ class TrainingPatches:
         noisy = np.concatenate([p[0] for p in parts])
         level = np.concatenate([p[1] for p in parts]).astype(np.float32)
         clean = np.concatenate([p[2] for p in parts])
+        share = np.full(n, self.noise.known_level_fraction)
+        share[n - n_ld:] = self.noise.known_level_fraction_low_dose  # the low-dose patches come last
         if self.patches.augment:
             noisy, clean = augment([noisy, clean], self.rng)
         # What the network sees in use (HUWindow.apply): both clipped to the input range.
         noisy, clean = self.window.clip(noisy), self.window.clip(clean)
         noisy = np.ascontiguousarray(noisy[..., None], dtype=np.float32)
         if self.conditioned:
-            noisy = network_input(noisy, level, known=self.rng.random(n) < self.noise.known_level_fraction)
+            noisy = network_input(noisy, level, known=self.rng.random(n) < share)
         return noisy, np.ascontiguousarray(clean[..., None], dtype=np.float32)
 
     def _gaussian(self, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

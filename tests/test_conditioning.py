@@ -44,7 +44,7 @@ def test_low_dose_and_textured_patches_are_labelled_with_the_noise_actually_adde
     noise = NoiseConfig(gaussian_sigma_hu=(20.0, 20.0), low_dose_fraction=0.5, low_dose_i0=(2e5, 4e5),
                         low_dose_bank_slices=2, low_dose_refresh=1, low_dose_views=90,
                         low_dose_filters=("ramp", "hann"), textured_fraction=1.0, textured_i0_min=2e5,
-                        known_level_fraction=1.0)
+                        known_level_fraction=1.0, known_level_fraction_low_dose=1.0)
     flat = [Slice(np.full((64, 64), 40.0, np.float32), 0.7, f"flat{k}") for k in range(3)]  # no noise of their own
     patches = TrainingPatches(flat, window=WINDOW, noise=noise, patches=PatchConfig(size=32, batch_size=32),
                               rng=np.random.default_rng(1), conditioned=True)
