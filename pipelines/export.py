@@ -26,6 +26,11 @@ KNOWN_SOURCES = {
     "ricord-chest": "TCIA MIDRC-RICORD-1A, CC BY-NC 4.0 (research use; cite the collection)",
     "rider-chest": "TCIA RIDER Pilot, TCIA data usage policy (attribution)",
     "ge-head": "dcm_qa_ct sample set (Aliza Medical Imaging), BSD-2-Clause",
+    "philips-chest-kernels": "TCIA Lung-PET-CT-Dx, CC BY 4.0",
+    "lidc-chest": "TCIA LIDC-IDRI, CC BY 3.0",
+    "crlm-liver": "TCIA Colorectal-Liver-Metastases, CC BY 4.0",
+    "kits-kidney": "TCIA C4KC-KiTS, CC BY 3.0",
+    "acrin-abdomen-pelvis": "TCIA ACRIN-FLT-Breast, TCIA data usage policy (attribution)",
 }
 
 
@@ -65,6 +70,10 @@ def warm_start_record(init: str) -> dict | None:
         for key in ("noise", "training", "validation", "reproduce"):
             if key in meta:
                 record[key] = meta[key]
+        if meta.get("kind") == "ct-denoise checkpoint":  # a run's checkpoint: its config and what it started from
+            config = meta.get("config") or {}
+            record.update(epoch=meta.get("epoch"), config_name=config.get("name"), noise=config.get("noise"))
+            record["warm_start"] = warm_start_record((config.get("training") or {}).get("init", ""))
     return record
 
 
@@ -88,7 +97,10 @@ def run(run_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str =
         "noise": {"gaussian_sigma_hu": list(cfg.noise.gaussian_sigma_hu),
                   "low_dose_fraction": cfg.noise.low_dose_fraction,
                   "low_dose_i0": list(cfg.noise.low_dose_i0), "low_dose_views": cfg.noise.low_dose_views,
-                  "blind": True},
+                  "low_dose_filters": list(cfg.noise.low_dose_filters),
+                  "textured_fraction": cfg.noise.textured_fraction,
+                  "noise_level_input": bool(model.config.get("noise_level_input")),
+                  "blind": True},  # blind by default; with a noise-level input, --noise-sd gives the level
         "training": {"epochs_run": log[-1]["epoch"] if log else 0, "epochs_configured": cfg.training.epochs,
                      "exported_epoch": meta["epoch"], "steps": meta["step"], "seed": cfg.training.seed,
                      "loss": cfg.training.loss, "patch_size": cfg.patches.size,
