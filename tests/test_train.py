@@ -18,7 +18,7 @@ from tests.factory import PATIENT_ID, PATIENT_NAME, write_config
 
 
 def test_shipped_configs_load_and_round_trip(tmp_path):
-    for name in ("quick_chest", "default_ct", "default_ct_finetune", "kernels_ct", "kernels_ct_stage2"):
+    for name in ("quick_chest", "default_ct", "default_ct_finetune", "kernels_ct"):
         cfg = load_config(cli.Path(cli.__file__).parent / "pipelines" / "configs" / f"{name}.toml")
         again = tmp_path / f"{name}.toml"
         again.write_text(to_toml(cfg.to_dict()))
