@@ -10,9 +10,9 @@ No noise is added: this is the model on the scans as they come.
     python benchmarks/qa_model.py --slices 12 --json benchmarks/results/qa_model.json \\
         --markdown benchmarks/results/qa_model.md
 
-Series in the model's training split are marked: they say what it does to
-data like its training data, the others what it does to scanners, kernels and
-anatomy it never saw.
+Series are marked by the model's split: the held-out ones say what it does to
+patients, scanners and kernels it never saw, the training ones what it does
+to data like its training data.
 """
 
 from __future__ import annotations
@@ -33,16 +33,16 @@ from denoise.dicom import scan  # noqa: E402
 from pipelines import denoise_folder, qa  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ct"
-SERIES = {  # folder -> label; the bundled model trained on RICORD chest and the GE head
+SERIES = {  # folder -> label, by the bundled model's split (data_manifests/kernels.json)
+    "lidc-chest": "LIDC chest (held out)",
+    "rider-chest": "RIDER chest (held out)",
+    "acrin-abdomen-pelvis": "ACRIN abdomen/pelvis (held out)",
     "ricord-chest/dicom": "RICORD chest (training)",
     "ge-head": "GE head (training)",
-    "rider-chest": "RIDER chest (test patient)",
-    "crlm-liver": "CRLM liver",
-    "acrin-abdomen-pelvis": "ACRIN abdomen/pelvis",
-    "kits-kidney": "KiTS kidney",
-    "lidc-chest": "LIDC chest",
-    "philips-chest-kernels/recon3": "Lung-PET-CT-Dx chest, soft B",
-    "philips-chest-kernels/recon2": "Lung-PET-CT-Dx chest, sharp L",
+    "crlm-liver": "CRLM liver (training)",
+    "kits-kidney": "KiTS kidney (training)",
+    "philips-chest-kernels/recon3": "Lung-PET-CT-Dx chest, soft B (training)",
+    "philips-chest-kernels/recon2": "Lung-PET-CT-Dx chest, sharp L (training)",
 }
 
 
