@@ -146,8 +146,8 @@ def denoise(
     tile: Annotated[int | None, typer.Option(help="Tiled inference with N x N tiles (bounds memory).")] = None,
     overlap: Annotated[float, typer.Option(help="Tile overlap fraction, with --tile.")] = 0.25,
     ensemble: Annotated[int, typer.Option(
-        help="Average the model over 1, 2, 4 (flips) or 8 (flips and transposes) views; "
-             "more is cleaner and proportionally slower.")] = 4,
+        help="Average the model over 1, 2 (a flip), 4 (flips) or 8 (flips and transposes) views; "
+             "more is cleaner and proportionally slower.")] = 2,
     device: Annotated[str, typer.Option(help="cpu or gpu (needs CuPy).")] = "cpu",
     strength: Annotated[str, typer.Option(
         help="How much of the network's correction to apply: low (1/3), medium (2/3), high (all) or a "

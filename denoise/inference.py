@@ -10,11 +10,13 @@ copies cancels part of those errors. Measured with the bundled model on
 pydicom's CT samples at sigma 25 HU (PSNR, window -1000..1000 HU): 1 view
 46.08 dB, 2 views 46.52, 4 views 46.76, 8 views 46.88; the largest gains are
 at the perfectly sharp air/tissue steps of eCT_Supplemental (+1.8 dB with
-4). Each view is one more pass, so 4 (the flips) is the default and 8 adds the
-transposes. On NumPy the views run one per worker thread (each pass whole on
-its core, element-wise layers included): 4 views of a 512x512 slice measured
-0.52-0.63 s on 2 cores, against 0.87-0.90 s with the views in turn and each
-pass's convolutions split over both cores.
+4; version 1 of the model). Each view is one more pass: the default is 2
+(the slice and its mirror image), 4 the flips, 8 adds the transposes. On
+NumPy the views run one per worker thread (each pass whole on its core,
+element-wise layers included): 4 views of a 512x512 slice measured 0.52-0.63 s
+on a 2-core AMD Zen 5, against 0.87-0.90 s with the views in turn; on a
+2-core Xeon at 2.8 GHz 1, 2 and 4 views take 0.35, 0.49 and 0.83 s (median of
+8), so 2 is the default that stays under 0.6 s.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ BUNDLED_MODEL = Path(__file__).resolve().parent / "models" / "default_ct"
 # tiled automatically so activations stay within a few hundred MB.
 MAX_WHOLE_PIXELS = 1024 * 1024
 AUTO_TILE = 512
-DEFAULT_ENSEMBLE = 4
+DEFAULT_ENSEMBLE = 2  # 4 views cost 0.83 s per 512x512 slice on a 2-core Xeon: over the 0.6 s target
 # (view, its inverse) on 2-D arrays: identity, the three flips, then the four transposed ones.
 VIEWS = (
     (lambda a: a, lambda a: a),

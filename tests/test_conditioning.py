@@ -174,3 +174,32 @@ def test_noise_sd_zero_leaves_the_slice_exactly_as_it_is(conditioned_model):
     hu = (body_phantom(64, radius_mm=18) + np.random.default_rng(0).normal(0, 30, (64, 64))).astype(np.float32)
     out = Denoiser.load(conditioned_model, noise_sd_hu=0.0, ensemble=4)(hu)
     assert np.sqrt(np.mean((out - hu) ** 2)) < 0.01
+
+
+@pytest.fixture(scope="module")
+def sample_slice():
+    from denoise.dicom import load_ct
+    from denoise.samples import sample_ct_files
+
+    path = next(p for p in sample_ct_files() if load_ct(p).hu.shape[1:] == (512, 512))
+    return load_ct(path).hu[0]
+
+
+def test_bundled_model_more_strength_or_more_noise_removes_more(sample_slice):
+    """The shipped model: --noise-sd 0 changes nothing; a higher noise SD or a
+    higher strength removes more, monotonically."""
+    hu = sample_slice + np.random.default_rng(0).normal(0, 40, sample_slice.shape).astype(np.float32)
+    base = Denoiser.load(None, ensemble=1)
+    assert base.model.in_channels == 3, "the bundled model has a noise-level input"
+
+    def removed(**kw):
+        import dataclasses
+
+        out = dataclasses.replace(base, **kw)(hu)
+        return float(np.sqrt(np.mean((out - hu) ** 2)))
+
+    assert removed(noise_sd_hu=0.0) < 2.0
+    by_level = [removed(noise_sd_hu=s) for s in (0.0, 10.0, 20.0, 40.0, 80.0)]
+    assert by_level == sorted(by_level) and by_level[-1] > 20
+    by_strength = [removed(strength=s) for s in (0.0, STRENGTHS["low"], STRENGTHS["medium"], STRENGTHS["high"])]
+    assert by_strength == sorted(by_strength) and by_strength[0] < 1e-3
