@@ -23,8 +23,10 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from denoise.dicom.geometry import frame_geometry, slice_normal
+from denoise.dicom.geometry import frame_geometry, functional_group, slice_normal
+from denoise.dicom.identity import media_sop_class, sop_instance
 from denoise.dicom.pixels import decoder_problem, frame_rescales
+from denoise.dicom.values import PARAMETRIC_MAP, non_hu_reason
 from denoise.text import one_line
 
 CT_SOP_CLASSES = {
@@ -188,13 +190,6 @@ def read_header(path: Path) -> Dataset:
     return ds
 
 
-def media_sop_class(ds: Dataset) -> str:
-    """SOPClassUID, else the file meta's MediaStorageSOPClassUID, else ''."""
-    meta = getattr(ds, "file_meta", None)
-    fallback = meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""
-    return str(ds.get("SOPClassUID", "") or fallback or "")
-
-
 def _looks_like_raw_dicom(head: bytes) -> bool:
     """A preamble-less DICOM stream starts with a group 0002 or 0008 tag."""
     if len(head) < 8:
@@ -204,20 +199,23 @@ def _looks_like_raw_dicom(head: bytes) -> bool:
     return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
 
 
-def inspect_file(path: Path, relpath: PurePosixPath) -> CTFile:
-    """Return the CT description of one file or raise SkipFile with a reason."""
+def inspect_file(path: Path, relpath: PurePosixPath, *, allow_non_hu: bool = False) -> CTFile:
+    """Return the CT description of one file or raise SkipFile with a reason
+    (CT whose values are not HU is skipped, not bad, unless ``allow_non_hu``)."""
     try:
-        return _inspect(path, relpath)
+        return _inspect(path, relpath, allow_non_hu)
     except SkipFile:
         raise
     except Exception as exc:  # pydicom parses header values on first use: a corrupt one raises there
         raise SkipFile(f"corrupt DICOM header ({one_line(exc)})") from exc
 
 
-def _inspect(path: Path, relpath: PurePosixPath) -> CTFile:
+def _inspect(path: Path, relpath: PurePosixPath, allow_non_hu: bool) -> CTFile:
     ds = read_header(path)
     sop_class = media_sop_class(ds)
     modality = str(ds.get("Modality", "") or "")
+    if sop_class == PARAMETRIC_MAP:
+        raise SkipFile("parametric map: its values are not HU (floating-point maps are not processed)", bad=False)
     if _PIXEL_TAG not in ds:
         if sop_class in CT_SOP_CLASSES:
             raise SkipFile("CT object without PixelData (file truncated or incomplete)")
@@ -230,6 +228,9 @@ def _inspect(path: Path, relpath: PurePosixPath) -> CTFile:
     _check_pixel_bytes(ds, path)  # before the rescale: it bounds NumberOfFrames, which that loops over
     _check_rescale(ds)
     _check_decoder(ds)
+    reason = None if allow_non_hu else non_hu_reason(ds)
+    if reason:
+        raise SkipFile(f"{reason}: --allow-non-hu processes it as HU", bad=False)
     return _describe(ds, path, relpath)
 
 
@@ -327,7 +328,7 @@ def _describe(ds: Dataset, path: Path, relpath: PurePosixPath) -> CTFile:
         relpath=relpath,
         series_uid=str(ds.get("SeriesInstanceUID", "") or "") or f"(no series UID) {relpath.parent}",
         study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+        sop_uid=sop_instance(ds),
         n_frames=number_of_frames(ds),
         rows=int(ds.Rows),
         columns=int(ds.Columns),
@@ -351,17 +352,24 @@ def _syntax_label(tsyntax) -> str:
 
 
 def _first_source_sop(ds: Dataset) -> str:
+    """The first source image a derived image names: in SourceImageSequence,
+    or for Enhanced CT in the first frame's Derivation Image functional group."""
     seq = ds.get("SourceImageSequence")
+    if not seq:
+        derivation = functional_group(ds, 0, "DerivationImageSequence")
+        seq = derivation.get("SourceImageSequence") if derivation is not None else None
     if not seq:
         return ""
     return str(seq[0].get("ReferencedSOPInstanceUID", "") or "")
 
 
-def scan(path: str | os.PathLike) -> ScanResult:
+def scan(path: str | os.PathLike, *, allow_non_hu: bool = False) -> ScanResult:
     """Scan a file or folder (recursively) for CT series.
 
     Returns every readable CT file grouped into :class:`Series` (ordered along
     the slice normal) and every other file as :class:`Skipped` with a reason.
+    CT whose values are not HU (:func:`denoise.dicom.values.non_hu_reason`)
+    is skipped with its reason unless ``allow_non_hu``.
     Raises ``FileNotFoundError`` only when ``path`` itself does not exist.
     """
     root = Path(path)
@@ -372,7 +380,7 @@ def scan(path: str | os.PathLike) -> ScanResult:
     for file in iter_files(root):
         rel = relative_to_root(file, root)
         try:
-            ct = inspect_file(file, rel)
+            ct = inspect_file(file, rel, allow_non_hu=allow_non_hu)
         except SkipFile as exc:
             skipped.append(Skipped(rel, str(exc), bad=exc.bad))
             continue
