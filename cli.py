@@ -117,6 +117,9 @@ def noise(
         help="With --dose: also write the clean reference (FBP of the noiseless sinogram) here.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
     workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    allow_non_hu: Annotated[bool, typer.Option(
+        "--allow-non-hu", help="Also process CT whose values are not HU (perfusion, iodine or material maps, "
+        "RescaleType other than HU), as if they were HU; ignored with their reason by default.")] = False,
 ):
     """Write noisy copies of CT files as a derived DICOM series (Gaussian --sigma or low-dose --dose)."""
     from pipelines import noise as job
@@ -128,7 +131,7 @@ def noise(
             with batch_progress("reference" if clean else "noise") as (on_plan, on_outcome):
                 report = job.run(input, target, sigma_hu=sigma, i0=dose, seed=seed, n_views=views,
                                  clean=clean, force=force, workers=workers,
-                                 on_plan=on_plan, on_outcome=on_outcome)
+                                 on_plan=on_plan, on_outcome=on_outcome, allow_non_hu=allow_non_hu)
         except (UsageError, ValueError) as exc:
             raise fail(str(exc)) from exc
         codes.append(print_batch(report))
@@ -160,6 +163,9 @@ def denoise(
         help="Distribute files over a Dask cluster at this address (tcp://HOST:PORT); needs .[dask].")] = None,
     dask: Annotated[str | None, typer.Option(
         help="'local': start a local Dask cluster of --workers processes for this run; needs .[dask].")] = None,
+    allow_non_hu: Annotated[bool, typer.Option(
+        "--allow-non-hu", help="Also process CT whose values are not HU (perfusion, iodine or material maps, "
+        "RescaleType other than HU), as if they were HU; ignored with their reason by default.")] = False,
 ):
     """Denoise CT DICOM with the NumPy autoencoder; writes one derived series per input series."""
     from pipelines import denoise_folder as job
@@ -170,7 +176,8 @@ def denoise(
         with batch_progress("denoise") as (on_plan, on_outcome):
             report = job.run(input, output, model_path=model, tile=tile, overlap=overlap, device=device,
                              ensemble=ensemble, force=force, workers=workers, scheduler=dask or scheduler,
-                             on_plan=on_plan, on_outcome=on_outcome, strength=strength, noise_sd_hu=noise_sd)
+                             on_plan=on_plan, on_outcome=on_outcome, strength=strength, noise_sd_hu=noise_sd,
+                             allow_non_hu=allow_non_hu)
     except (UsageError, DeviceError) as exc:
         raise fail(str(exc)) from exc
     raise typer.Exit(print_batch(report))

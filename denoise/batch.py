@@ -31,18 +31,28 @@ import numpy as np
 
 from denoise.dicom.pixels import load_ct
 from denoise.dicom.scan import CTFile, ScanResult, SkipFile, inspect_file, scan
-from denoise.dicom.write import Derivation, derive_dataset, derived_sop_uid, output_path, write_atomic
+from denoise.dicom.write import Derivation, derive_dataset, expected_sop_uid, output_path, write_atomic
 from denoise.text import one_line
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
 
 
 class Transform(Protocol):
-    """An operation on one file's frames: (frames, H, W) HU -> same shape HU."""
+    """An operation on one file's frames: (frames, H, W) HU -> same shape HU.
+
+    A transform whose output depends on a per-file input besides the pixels
+    and the derivation (e.g. a noise stream) names it in ``uid_entropy(source)``,
+    which goes into the output's SOP Instance UID.
+    """
 
     derivation: Derivation
 
     def __call__(self, hu: np.ndarray, source: CTFile) -> np.ndarray: ...
+
+
+def uid_entropy(transform: Transform, source: CTFile) -> str:
+    method = getattr(transform, "uid_entropy", None)
+    return method(source) if method is not None else ""
 
 
 class TransformFactory(Protocol):
@@ -79,7 +89,7 @@ class BatchReport:
 
     def summary(self) -> str:
         return (f"{self.count('written')} written, {self.count('exists')} already done, "
-                f"{self.count('failed')} failed, {self.count('ignored')} ignored (not CT images)")
+                f"{self.count('failed')} failed, {self.count('ignored')} ignored (not HU CT images)")
 
 
 class UsageError(ValueError):
@@ -122,32 +132,35 @@ def plan(result: ScanResult, output_root: Path) -> tuple[list[FileJob], list[Fil
     return jobs, outcomes
 
 
-def is_done(job: FileJob, derivation: Derivation) -> bool:
+def is_done(job: FileJob, expected_uid: str) -> bool:
     """True if ``job.output`` is a complete, readable result of this
-    operation on this source (checked via its deterministic SOP UID)."""
+    operation on this source: it has the deterministic SOP Instance UID
+    (:func:`denoise.dicom.write.expected_sop_uid`) the result would get."""
     if not job.output.is_file():
         return False
     try:
-        found = inspect_file(job.output, job.source.relpath)
+        found = inspect_file(job.output, job.source.relpath, allow_non_hu=True)
     except SkipFile:
         return False
-    return found.sop_uid == derived_sop_uid(job.source.sop_uid, derivation)
+    return found.sop_uid == expected_uid
 
 
 def process_file(job: FileJob, transform: Transform, *, force: bool) -> FileOutcome:
     """Run one job; never raises for a problem with this file."""
     rel = str(job.source.relpath)
     try:
+        image = load_ct(job.source.path)
+        extra = uid_entropy(transform, job.source)
         if job.output.exists() and not force:
-            if is_done(job, transform.derivation):
+            if is_done(job, expected_sop_uid(image.dataset, image.rescales, transform.derivation, extra)):
                 return FileOutcome(rel, "exists")
             return FileOutcome(rel, "failed", f"output {job.output} exists and is not this "
                                "operation's result; use --force to overwrite it")
-        image = load_ct(job.source.path)
         hu = transform(image.hu, job.source)
         if hu.shape != image.hu.shape:
             raise ValueError(f"operation changed the image shape {image.hu.shape} -> {hu.shape}")
-        ds = derive_dataset(image.dataset, hu, image.rescales, transform.derivation)
+        ds = derive_dataset(image.dataset, hu, image.rescales, transform.derivation,
+                            padding=image.padding, extra=extra)
         write_atomic(ds, job.output)
     except Exception as exc:  # batch boundary: report the file, keep going
         return FileOutcome(rel, "failed", one_line(exc))
@@ -248,12 +261,13 @@ def execute(jobs: list[FileJob], factory: TransformFactory, *, force: bool,
 def run_batch(input_path: str | os.PathLike, output_root: str | os.PathLike,
               factory: TransformFactory, *, force: bool = False, workers: int = 1,
               scheduler: str | None = None, on_outcome: Callable[[FileOutcome], None] | None = None,
-              on_plan: Callable[[int], None] | None = None) -> BatchReport:
+              on_plan: Callable[[int], None] | None = None, allow_non_hu: bool = False) -> BatchReport:
     """Scan ``input_path``, run the factory's transform on every CT file and
-    write derived DICOM under ``output_root``. See the module docstring."""
+    write derived DICOM under ``output_root``. See the module docstring.
+    CT whose values are not HU is ignored with its reason unless ``allow_non_hu``."""
     input_path, output_root = Path(input_path), Path(output_root)
     check_paths(input_path, output_root)
-    result = scan(input_path)
+    result = scan(input_path, allow_non_hu=allow_non_hu)
     jobs, outcomes = plan(result, output_root)
     report = BatchReport(str(input_path), str(output_root))
     if on_plan is not None:

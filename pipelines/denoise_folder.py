@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+from pydicom.sr.codedict import codes
 
 from denoise.batch import BatchReport, UsageError, run_batch
 from denoise.dicom.scan import CTFile
@@ -51,11 +52,16 @@ def derivation_for(denoiser: Denoiser) -> Derivation:
     level = ("noise SD judged by the network" if denoiser.noise_sd_hu is None
              else f"noise SD {denoiser.noise_sd_hu:g} HU given")
     how += f", strength {strength_name(denoiser.strength)}, {level}"
+    label = strength_name(denoiser.strength)
+    short = "denoised " + (label.split("(")[1].rstrip(")") if "(" in label else label)
+    short += f", SD {denoiser.noise_sd_hu:g} HU" if denoiser.noise_sd_hu is not None else ""
+    short += f", {denoiser.ensemble}v" + ("" if tile is None else f", tiles {tile}")
+    short += f", {denoiser.model_id.rsplit('@', 1)[-1][:8]}"
     return Derivation(
         key=f"ct-denoise denoise model={denoiser.model_id} tile={tile} overlap={overlap:g} "
             f"ensemble={denoiser.ensemble} strength={denoiser.strength:.6g} noise_sd={denoiser.noise_sd_hu}",
         description=f"Denoised by ct-denoise (NumPy convolutional autoencoder {denoiser.model_id}, {how})",
-        series_suffix="denoised")
+        series_suffix=short, code=codes.DCM.Smoothing, software_versions=(denoiser.model_id,))
 
 
 @dataclass
@@ -88,7 +94,7 @@ def build_checked(job: DenoiseJob) -> DenoiseTransform:
 def run(input_path, output_root, *, model_path=None, tile: int | None = None, overlap: float = 0.25,
         device: str = "cpu", force: bool = False, workers: int = 1, scheduler: str | None = None,
         on_outcome=None, on_plan=None, ensemble: int = DEFAULT_ENSEMBLE, strength=DEFAULT_STRENGTH,
-        noise_sd_hu: float | None = None) -> BatchReport:
+        noise_sd_hu: float | None = None, allow_non_hu: bool = False) -> BatchReport:
     """Denoise every CT file under ``input_path`` into ``output_root``."""
     if tile is not None and tile < 8:
         raise UsageError(f"--tile must be >= 8 pixels, got {tile}")
@@ -101,4 +107,4 @@ def run(input_path, output_root, *, model_path=None, tile: int | None = None, ov
     in_process = workers == 1 and scheduler is None
     return run_batch(input_path, output_root, Prebuilt(built) if in_process else job, force=force,
                      workers=workers, scheduler=scheduler,
-                     on_outcome=on_outcome, on_plan=on_plan)
+                     on_outcome=on_outcome, on_plan=on_plan, allow_non_hu=allow_non_hu)

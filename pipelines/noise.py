@@ -1,7 +1,9 @@
 """Job: write noisy copies of CT files (``ct-denoise noise``).
 
-Each file gets its own random stream, derived from the seed and the file's
-relative path, so results do not depend on file order or worker count.
+Each image gets its own random stream, derived from the seed and the
+source's SOP Instance UID (its relative path when it has none), so results do
+not depend on file order, folder layout or worker count. The stream's name is
+part of the output's SOP Instance UID.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+from pydicom.sr.codedict import codes
 
 from denoise.batch import BatchReport, run_batch
 from denoise.dicom.scan import CTFile
@@ -52,22 +55,32 @@ class NoiseJob:
         if self.sigma_hu is not None:
             what = f"gaussian sigma={self.sigma_hu:g} HU"
             text = f"Gaussian noise, sigma {self.sigma_hu:g} HU, seed {self.seed}"
+            short = f"noise {self.sigma_hu:g} HU seed {self.seed}"
         else:
             what = f"low-dose I0={self.i0:g} views={self.n_views}"
             text = (f"Simulated low-dose CT: Poisson noise at I0 {self.i0:g} photons per bin, "
                     f"{self.n_views} parallel-beam views, FBP (ramp), seed {self.seed}")
+            short = f"low dose I0 {self.i0:g} {self.n_views}v seed {self.seed}"
         if self.clean:
             return Derivation(key=f"ct-denoise noise-reference {what}",
                               description=f"Noiseless reference (FBP of the noiseless sinogram) "
-                              f"for: {text}; by ct-denoise", series_suffix="FBP reference")
+                              f"for: {text}; by ct-denoise",
+                              series_suffix=f"FBP reference I0 {self.i0:g} {self.n_views}v",
+                              code=codes.DCM.ImageProcessing)
+        # Gaussian noise is added pixel by pixel (CID 7203); a low-dose simulation re-reconstructs the slice.
+        code = codes.DCM.PixelByPixelAddition if self.sigma_hu is not None else codes.DCM.ImageProcessing
         return Derivation(key=f"ct-denoise noise {what} seed={self.seed}",
-                          description=f"{text}; added by ct-denoise", series_suffix="noisy")
+                          description=f"{text}; added by ct-denoise", series_suffix=short, code=code)
 
     def build(self) -> NoiseJob:
         return self
 
+    def uid_entropy(self, source: CTFile) -> str:
+        """The name of this image's noise stream (see :func:`file_rng`)."""
+        return f"stream {source.sop_uid or source.relpath}"
+
     def __call__(self, hu: np.ndarray, source: CTFile) -> np.ndarray:
-        rng = file_rng(self.seed, str(source.relpath))
+        rng = file_rng(self.seed, source.sop_uid or str(source.relpath))
         if self.sigma_hu is not None:
             return add_gaussian(hu, sigma_hu=self.sigma_hu, rng=rng)
         if source.pixel_spacing is None:
@@ -80,9 +93,9 @@ class NoiseJob:
 
 def run(input_path, output_root, *, sigma_hu: float | None = None, i0: float | None = None,
         seed: int = 0, n_views: int = DEFAULT_VIEWS, clean: bool = False, force: bool = False,
-        workers: int = 1, on_outcome=None, on_plan=None) -> BatchReport:
+        workers: int = 1, on_outcome=None, on_plan=None, allow_non_hu: bool = False) -> BatchReport:
     """Write noisy copies of every CT file under ``input_path`` to
     ``output_root`` (or, with ``clean``, the low-dose pair's clean reference)."""
     job = NoiseJob(sigma_hu=sigma_hu, i0=i0, seed=seed, n_views=n_views, clean=clean)
     return run_batch(input_path, output_root, job, force=force, workers=workers,
-                     on_outcome=on_outcome, on_plan=on_plan)
+                     on_outcome=on_outcome, on_plan=on_plan, allow_non_hu=allow_non_hu)

@@ -19,6 +19,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_rescale, get_decoder
 
 from denoise.dicom.geometry import functional_group, is_enhanced
+from denoise.dicom.identity import fill_uids
+from denoise.dicom.padding import Padding, find_padding
 from denoise.text import one_line
 
 
@@ -33,6 +35,7 @@ class CTImage:
     dataset: Dataset
     hu: np.ndarray  # (frames, rows, cols) float32
     rescales: list[tuple[float, float]]  # per frame (slope, intercept)
+    padding: Padding | None = None  # the pixels the header declares as padding
 
 
 def frame_rescales(ds: Dataset) -> list[tuple[float, float]]:
@@ -91,7 +94,8 @@ def stored_dtype(bits_allocated: int, pixel_representation: int) -> np.dtype:
 
 
 def load_ct(path: str | Path) -> CTImage:
-    """Read a CT file fully and convert every frame to HU (float32)."""
+    """Read a CT file fully and convert every frame to HU (float32). Empty
+    SOP UIDs of the main dataset are filled from the file meta (in memory)."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
@@ -99,6 +103,7 @@ def load_ct(path: str | Path) -> CTImage:
             ds = pydicom.dcmread(path, force=True)
     except Exception as exc:  # pydicom raises many types on corrupt files
         raise PixelDataError(f"unreadable DICOM ({one_line(exc)})") from exc
+    fill_uids(ds)
     problem = decoder_problem(ds)
     if problem:
         raise PixelDataError(problem)
@@ -122,7 +127,11 @@ def load_ct(path: str | Path) -> CTImage:
     hu = np.empty(stored.shape, dtype=np.float32)
     for k, (slope, intercept) in enumerate(rescales):
         hu[k] = apply_rescale(stored[k], rescale_dataset(slope, intercept))
-    return CTImage(dataset=ds, hu=hu, rescales=rescales)
+    try:
+        padding = find_padding(ds, stored)
+    except (TypeError, ValueError) as exc:
+        raise PixelDataError(f"invalid PixelPaddingValue/PixelPaddingRangeLimit ({one_line(exc)})") from exc
+    return CTImage(dataset=ds, hu=hu, rescales=rescales, padding=padding)
 
 
 def _check_stored_bits(ds: Dataset, count: int) -> None:
