@@ -46,7 +46,7 @@ def test_derived_series_is_a_correct_dicom_derivation(tmp_path):
         ref = out.SourceImageSequence[0]
         assert ref.ReferencedSOPInstanceUID == src.SOPInstanceUID
         assert ref.ReferencedSOPClassUID == src.SOPClassUID
-        assert out.SeriesNumber == src.SeriesNumber + 1000
+        assert out.SeriesNumber % 10000 == src.SeriesNumber and out.SeriesNumber > 10000
         assert out.SeriesDescription == f"{src.SeriesDescription} [denoised]"
     # the file was written with a preamble and DICM marker
     assert pairs[0][1].read_bytes()[128:132] == b"DICM"
