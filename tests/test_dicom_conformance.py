@@ -101,13 +101,14 @@ def test_enhanced_ct_perfusion_map_processed_on_request_adds_no_error(tmp_path):
 
 
 @needs_dciodvfy
-def test_real_shared_series_outputs_add_no_dciodvfy_error(shared_ct, tmp_path):
-    """One slice of each vendor's real series (JPEG-lossless RICORD included)."""
-    for folder in ("ge-head", "ricord-chest/dicom", "lidc-chest", "acrin-abdomen-pelvis"):
+@pytest.mark.parametrize("command", ["noise", "denoise"])
+def test_real_shared_series_outputs_add_no_dciodvfy_error(command, shared_ct, tmp_path):
+    """One slice of real series from GE, Philips and Siemens scanners (JPEG-lossless RICORD included)."""
+    for folder in ("ge-head", "ricord-chest/dicom", "lidc-chest", "acrin-abdomen-pelvis", "kits-kidney"):
         files = scan(shared_ct / folder).files
         src = files[len(files) // 2].path
         out = tmp_path / folder.replace("/", "_")
-        report = noise.run(src, out, sigma_hu=20.0)
+        report = noise.run(src, out, sigma_hu=20.0) if command == "noise" else denoise_folder.run(src, out)
         assert report.exit_code == 0, report.outcomes
         assert new_errors(src, only_file(out)) == [], folder
 
