@@ -325,6 +325,35 @@ def train(
               markup=False)
 
 
+@app.command()
+def adapt(
+    series_dir: Annotated[Path, typer.Argument(help="Folder of one (or, with --series, more) noisy CT series.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Model path stem to write (.npz + .json).")],
+    from_model: Annotated[Path | None, typer.Option(
+        "--from", help="Model to start from (default: the bundled model).")] = None,
+    minutes: Annotated[float | None, typer.Option(help="Time budget (default 5 minutes).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Train this many epochs instead of a time budget.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    series: Annotated[str | None, typer.Option(
+        help="Which series, when the folder holds several: its number in `ct-denoise info` or its UID.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(
+        "--run", help="Run folder (default: <out>.run beside the model).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+):
+    """Adapt a model to your own scanner from one noisy series, no clean images needed (self-supervised,
+    neighbour slices as in Noise2Sim); then use it with `denoise --model OUT`."""
+    from denoise.dicom.pixels import PixelDataError
+    from pipelines import adapt as job
+
+    try:
+        result = job.run(series_dir, out_path, from_model=from_model, minutes=minutes, epochs=epochs, seed=seed,
+                         resume=resume, run_dir=run_dir, series=series, show_progress=not quiet)
+    except (UsageError, PixelDataError, DeviceError) as exc:
+        raise fail(str(exc)) from exc
+    out.print(job.summary(result), markup=False)
+
+
 @app.command("export-model")
 def export_model(
     run_dir: Annotated[Path, typer.Argument(help="Training run folder (from `train --out`).")],

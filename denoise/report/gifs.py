@@ -24,7 +24,7 @@ class ProgressFrame:
 
     noisy: np.ndarray
     denoised: np.ndarray
-    clean: np.ndarray
+    clean: np.ndarray | None  # None: no clean reference (adapt); two panels
     epoch: int
     loss: float | None
     psnr: float | None
@@ -63,11 +63,13 @@ def progress_gif(frames: Sequence[ProgressFrame], path: str | os.PathLike, windo
         raise ValueError("progress_gif needs at least one frame")
     images = []
     for f in frames:
-        header = (f"epoch {f.epoch}  loss {_num(f.loss, '.3g')}  PSNR {_num(f.psnr, '.2f')} dB"
-                  f"  SSIM {_num(f.ssim, '.4f')}")
+        header = f"epoch {f.epoch}  loss {_num(f.loss, '.3g')}"
+        if f.clean is not None:
+            header += f"  PSNR {_num(f.psnr, '.2f')} dB  SSIM {_num(f.ssim, '.4f')}"
         tiles = [("noisy", shrink(f.noisy, max_side)),
-                 (f"denoised (epoch {f.epoch})", shrink(f.denoised, max_side)),
-                 ("clean", shrink(f.clean, max_side))]
+                 (f"denoised (epoch {f.epoch})", shrink(f.denoised, max_side))]
+        if f.clean is not None:
+            tiles.append(("clean", shrink(f.clean, max_side)))
         images.append(panel(tiles, window=window, header=header)[..., 0])
     step = _frame_ms(fps)
     durations = [step] * (len(images) - 1) + [max(step, round(1000 * hold_last_s))]

@@ -1,0 +1,171 @@
+"""Does `ct-denoise adapt` help on a scanner the bundled model does not know?
+
+For each held-out patient of ``data_manifests/kernels.json`` (LIDC: Philips D,
+sharp; RIDER: GE STANDARD, soft), ``--slices`` contiguous slices are given
+simulated low-dose noise (``ct-denoise noise --dose``: Poisson noise on a
+parallel-beam sinogram, FBP), slice by slice with independent noise. The
+adapted model sees only that noisy series (``pipelines.adapt.run``, as the
+CLI runs it, for ``--minutes``); the clean FBP of the same sinogram is used
+only for scoring, and for the supervised ceiling: the same start model,
+trained for the same time on (noisy, clean) pairs of the same slices.
+
+Reported per series: mean PSNR/SSIM (window -1000..1000 HU) over all slices
+of the noisy input, NLM, the bundled model, the adapted model and the
+supervised ceiling, and the adaptation's wall time.
+
+    python benchmarks/adapt.py --json benchmarks/results/adapt.json --markdown benchmarks/results/adapt.md
+
+Needs ../shared/data/ct. Measure with OpenBLAS's own kernel choice
+(``env -u OPENBLAS_CORETYPE`` where the environment sets it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from denoise import metrics  # noqa: E402
+from denoise.adaptation import NeighbourPairs, PairConfig  # noqa: E402
+from denoise.baselines import run_baseline  # noqa: E402
+from denoise.dicom import derive_dataset, load_ct, scan, write_atomic  # noqa: E402
+from denoise.inference import Denoiser  # noqa: E402
+from denoise.nn import Adam, DataParallel  # noqa: E402
+from denoise.noise import low_dose_pair  # noqa: E402
+from pipelines import adapt, noise  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "ct"
+WINDOW = (-1000.0, 1000.0)
+SERIES = {"lidc-chest": "Philips D (sharp), LIDC chest", "rider-chest": "GE STANDARD (soft), RIDER chest"}
+
+
+class SupervisedPairs(NeighbourPairs):
+    """(noisy k, clean k) pairs of the same series: indices 0..n-1 read the noisy
+    slices, n..2n-1 the clean ones; no mask, no swap."""
+
+    def pair_indices(self, count: int) -> list[tuple[int, int]]:
+        half = self.n // 2
+        return [(int(k), half + int(k)) for k in self.rng.integers(0, half, size=count)]
+
+
+def _simulate(source: Path, out: Path, i0: float, seed: int, stream: int) -> np.ndarray:
+    """Write the low-dose noisy copy of ``source`` to ``out`` as ``ct-denoise noise --dose`` would
+    (derived DICOM of the same series); return the clean FBP of the same sinogram (HU)."""
+    image = load_ct(source)
+    spacing = float(np.mean(scan(source).files[0].pixel_spacing))
+    rng = np.random.default_rng([seed, stream])
+    noisy, clean = low_dose_pair(image.hu[0], i0=i0, pixel_spacing_mm=spacing, rng=rng)
+    job = noise.NoiseJob(i0=i0, seed=seed)  # one derivation: one derived series
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(derive_dataset(image.dataset, noisy[None], image.rescales, job.derivation, padding=image.padding,
+                                extra=f"stream {stream}"), out)
+    return clean
+
+
+def supervised(noisy: list[Path], clean: list[np.ndarray], seconds: float, seed: int) -> Denoiser:
+    den = Denoiser.load(None, ensemble=1)
+    n = len(noisy)
+    pairs = SupervisedPairs(2 * n, lambda i: load_ct(noisy[i]).hu[0] if i < n else clean[i - n], den.window,
+                            PairConfig(mask_hu=1e9, swap=False), np.random.default_rng(seed))
+    optimizer = Adam(den.model.parameters(), lr=adapt.LR)
+    t0 = time.perf_counter()
+    with DataParallel(den.model) as parallel:
+        while time.perf_counter() - t0 < seconds:
+            adapt.train_steps(den.model, parallel, optimizer, pairs, adapt.STEPS_PER_EPOCH,
+                              seconds - (time.perf_counter() - t0))
+            pairs.new_epoch()
+    return den
+
+
+def _mean(values) -> float:
+    return float(np.mean(values))
+
+
+def bench_series(name: str, n_slices: int, minutes: float, i0: float, seed: int, work: Path, log) -> dict:
+    files = scan(SHARED / name).series[0].files
+    start = max(0, (len(files) - n_slices) // 2)
+    chosen = files[start:start + n_slices]
+    t0 = time.perf_counter()
+    noisy_dir = work / name / "noisy"
+    with ProcessPoolExecutor(2) as pool:  # noisy and clean from one sinogram per slice
+        clean_hu = list(pool.map(_simulate, [f.path for f in chosen], [noisy_dir / f"{k:04d}.dcm" for k in
+                                                                        range(len(chosen))],
+                                 [i0] * len(chosen), [seed] * len(chosen), range(len(chosen))))
+    log(f"{name}: {len(chosen)} slices of low-dose noise (I0 {i0:g}) in {time.perf_counter() - t0:.0f} s")
+    noisy_paths = sorted(noisy_dir.iterdir())
+
+    t0 = time.perf_counter()
+    result = adapt.run(work / name / "noisy", work / name / "adapted", minutes=minutes, seed=seed,
+                       show_progress=False)
+    adapt_s = time.perf_counter() - t0
+    log(f"{name}: adapted in {adapt_s:.0f} s ({result.epochs} epochs)")
+    t0 = time.perf_counter()
+    ceiling = supervised(noisy_paths, clean_hu, minutes * 60.0, seed)
+    log(f"{name}: supervised ceiling trained in {time.perf_counter() - t0:.0f} s")
+
+    ceiling = Denoiser(ceiling.model, ceiling.window, ceiling.metadata, "supervised")  # default ensemble
+    methods = {"bundled": Denoiser.load(None), "adapted": Denoiser.load(result.model_path), "supervised": ceiling}
+    scores: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "ssim": []}
+                                                 for m in ("noisy", "nlm", *methods)}
+    for noisy_path, clean in zip(noisy_paths, clean_hu, strict=True):
+        noisy_hu = load_ct(noisy_path).hu[0]
+        outputs = {"noisy": noisy_hu, "nlm": run_baseline("nlm", noisy_hu),
+                   **{m: d(noisy_hu) for m, d in methods.items()}}
+        for m, image in outputs.items():
+            scores[m]["psnr"].append(metrics.psnr(clean, image, window=WINDOW))
+            scores[m]["ssim"].append(metrics.ssim(clean, image, window=WINDOW))
+    summary = {m: {"psnr": _mean(v["psnr"]), "ssim": _mean(v["ssim"])} for m, v in scores.items()}
+    log(f"{name}: " + "  ".join(f"{m} {v['psnr']:.2f}/{v['ssim']:.3f}" for m, v in summary.items()))
+    spacing = scan(noisy_dir).series[0].slice_spacing
+    return {"label": SERIES.get(name, name), "slices": len(chosen), "slice_spacing_mm": spacing,
+            "i0": i0, "adapt_seconds": adapt_s, "adapt_epochs": result.epochs, "minutes": minutes,
+            "methods": summary}
+
+
+def markdown(results: dict) -> str:
+    lines = ["| series | slices | adapt time | noisy | NLM | bundled | adapted | supervised ceiling |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["series"].values():
+        m = r["methods"]
+        cells = [f"{m[k]['psnr']:.2f} / {m[k]['ssim']:.3f}" for k in ("noisy", "nlm", "bundled", "adapted",
+                                                                       "supervised")]
+        head = f"| {r['label']} | {r['slices']} | {r['adapt_seconds'] / 60:.1f} min | "
+        lines.append(head + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--slices", type=int, default=100)
+    ap.add_argument("--minutes", type=float, default=8.0, help="adaptation (and supervised) time budget")
+    ap.add_argument("--i0", type=float, default=1e5, help="low-dose photons per bin and view")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--series", default=",".join(SERIES), help="comma-separated shared folders")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", type=Path)
+    args = ap.parse_args()
+    if not SHARED.is_dir():
+        sys.exit(f"{SHARED}: the shared CT data is needed")
+    results = {"slices": args.slices, "minutes": args.minutes, "i0": args.i0, "series": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.series.split(","):
+            results["series"][name] = bench_series(name, args.slices, args.minutes, args.i0, args.seed, Path(tmp),
+                                                   lambda s: print(s, flush=True))
+    print(markdown(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    if args.markdown:
+        args.markdown.write_text(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Self-supervised adaptation to one noisy CT series: neighbour-slice
+training pairs (after Noise2Sim, Niu and Wang 2020).
+
+CT noise after filtered back projection is correlated *within* a slice, so
+blind-spot methods that assume independent pixel noise (Noise2Void) do not
+hold. Across slices of one series the noise is nearly independent (each
+slice is its own reconstruction), while the anatomy of a slice 1-2 slice
+spacings away is nearly the same. A network trained to predict slice k+-d
+from slice k therefore learns to remove the noise (the noise of the target
+averages out, as in Noise2Noise), and the pixels where the anatomy really
+changes between the two slices are left out of the loss: where the local
+means (7x7 box) differ by more than ``mask_hu`` (30 HU).
+
+Only a bank of slice pairs is held in memory (float32, refreshed every
+epoch), never the whole series.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from denoise.conditioning import blind_input
+from denoise.normalize import HUWindow
+from denoise.patches import BODY_HU, augment
+
+MASK_BOX = 7  # px, the local mean compared between neighbours
+MASK_HU = 30.0  # local means differing by more than this are anatomy, not noise
+OFFSETS = (-2, -1, 1, 2)  # neighbour slices a centre slice is paired with
+
+
+def similarity_mask(a: np.ndarray, b: np.ndarray, *, box: int = MASK_BOX, threshold_hu: float = MASK_HU) -> np.ndarray:
+    """Where two neighbour slices (HU) hold the same anatomy: their ``box`` x
+    ``box`` local means differ by at most ``threshold_hu``.
+
+    Parameters
+    ----------
+    a, b : (H, W) arrays, HU
+    box : int
+        Side of the box filter, pixels.
+    threshold_hu : float
+        Largest local-mean difference still taken as noise.
+
+    Returns
+    -------
+    (H, W) float32 array, 1 where the pair is used in the loss, else 0.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"neighbour slices differ in shape: {a.shape} vs {b.shape}")
+    diff = ndimage.uniform_filter(a.astype(np.float32) - b.astype(np.float32), size=box, mode="nearest")
+    return (np.abs(diff) <= threshold_hu).astype(np.float32)
+
+
+def masked_mse_loss(pred, target) -> tuple[float, object]:
+    """Mean over elements of ``mask * (pred - value)**2``; ``target`` stacks
+    the value and the mask on the last axis ((N, H, W, 2) for (N, H, W, 1)
+    predictions). Returns the loss and its gradient with respect to ``pred``."""
+    if target.shape[:-1] != pred.shape[:-1] or target.shape[-1] != 2 or pred.shape[-1] != 1:
+        raise ValueError(f"masked_mse_loss wants pred (N, H, W, 1) and target (N, H, W, 2), got "
+                         f"{pred.shape} and {target.shape}")
+    value, mask = target[..., :1], target[..., 1:]
+    diff = (pred - value) * mask
+    return float((diff * diff).mean()), diff * (2.0 / diff.size)
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    patch: int = 64
+    batch: int = 16
+    pairs_per_epoch: int = 24  # slice pairs loaded per epoch (memory: 2 x this many slices, float32)
+    mask_hu: float = MASK_HU
+    body_fraction: float = 0.9  # share of patches centred inside the body
+    swap: bool = True  # either slice of a pair may be the input (False: always the first)
+
+
+class NeighbourPairs:
+    """Batches of (slice k, slice k+-d, mask) patches from one ordered series.
+
+    Parameters
+    ----------
+    n_slices : int
+        Slices in the series, in order along the slice normal.
+    read : callable
+        ``read(index) -> (H, W) float32 HU``; called only for the slices of
+        the current bank (a small cache keeps the last ``2 * pairs_per_epoch``).
+    window : HUWindow
+        The model's normalization.
+    """
+
+    def __init__(self, n_slices: int, read: Callable[[int], np.ndarray], window: HUWindow,
+                 cfg: PairConfig, rng: np.random.Generator):
+        if n_slices < 3:
+            raise ValueError(f"neighbour-slice adaptation needs at least 3 slices, got {n_slices}")
+        self.n, self.read, self.window, self.cfg, self.rng = n_slices, read, window, cfg, rng
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.new_epoch()
+
+    def slice(self, index: int) -> np.ndarray:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        hu = np.asarray(self.read(index), dtype=np.float32)
+        self._cache[index] = hu
+        while len(self._cache) > 2 * self.cfg.pairs_per_epoch:
+            self._cache.popitem(last=False)
+        return hu
+
+    def pair_indices(self, count: int) -> list[tuple[int, int]]:
+        centres = self.rng.integers(0, self.n, size=count)
+        out = []
+        for c in centres:
+            options = [int(c) + d for d in OFFSETS if 0 <= int(c) + d < self.n]
+            out.append((int(c), options[int(self.rng.integers(0, len(options)))]))
+        return out
+
+    def new_epoch(self) -> None:
+        """Load a fresh bank of pairs: model-space centre and neighbour, mask, body map."""
+        a_list, b_list, m_list, body_list = [], [], [], []
+        for c, d in self.pair_indices(self.cfg.pairs_per_epoch):
+            a, b = self.slice(c), self.slice(d)
+            if a.shape != b.shape or (a_list and a.shape != a_list[0].shape):
+                continue
+            m_list.append(similarity_mask(a, b, threshold_hu=self.cfg.mask_hu))
+            body_list.append(ndimage.uniform_filter(a, size=MASK_BOX) > BODY_HU)
+            a_list.append(self.window.clip(self.window.to_model(a)))
+            b_list.append(self.window.clip(self.window.to_model(b)))
+        if not a_list:
+            raise ValueError("no neighbour pair of equal size in this series")
+        h, w = a_list[0].shape
+        if h < self.cfg.patch or w < self.cfg.patch:
+            raise ValueError(f"slices of {h}x{w} are smaller than the {self.cfg.patch}px patches")
+        self.a, self.b = np.stack(a_list), np.stack(b_list)
+        self.mask, self.body = np.stack(m_list), np.stack(body_list)
+
+    def batch(self, model) -> tuple[np.ndarray, np.ndarray]:
+        """(network input (N, p, p, C), target (N, p, p, 2): neighbour value, mask)."""
+        p, n = self.cfg.patch, self.cfg.batch
+        k = self.rng.integers(0, len(self.a), size=n)
+        r, c = self._corners(k, p)
+        rows = (r[:, None] + np.arange(p))[:, :, None]
+        cols = (c[:, None] + np.arange(p))[:, None, :]
+        idx = (k[:, None, None], rows, cols)
+        swap = (self.rng.random(n) < (0.5 if self.cfg.swap else 0.0))[:, None, None]
+        a, b = self.a[idx], self.b[idx]
+        xs, ys, ms = augment([np.where(swap, b, a), np.where(swap, a, b), self.mask[idx]], self.rng)
+        return blind_input(model, xs[..., None]), np.stack([ys, ms], axis=-1)
+
+    def _corners(self, k: np.ndarray, p: int, tries: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """Patch corners for bank entries ``k``: ``body_fraction`` of them centred in the body
+        (the first of ``tries`` random candidates that is), the rest anywhere."""
+        _, h, w = self.a.shape
+        n = len(k)
+        r = self.rng.integers(0, h - p + 1, size=(tries, n))
+        c = self.rng.integers(0, w - p + 1, size=(tries, n))
+        inside = self.body[k[None, :], r + p // 2, c + p // 2]
+        first = np.argmax(inside, axis=0)  # 0 when none is inside: a random corner
+        want = self.rng.random(n) < self.cfg.body_fraction
+        pick = np.where(want, first, 0)
+        return r[pick, np.arange(n)], c[pick, np.arange(n)]
