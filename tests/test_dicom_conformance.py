@@ -25,7 +25,16 @@ from denoise.dicom import scan
 from denoise.dicom.provenance import IMPLEMENTATION_UID
 from denoise.samples import sample_path
 from pipelines import denoise_folder, noise
-from tests.factory import compressed_ct_dataset, ct_dataset, ct_from_stored, enhanced_ct_dataset, phantom_hu, save
+from tests import peers
+from tests.factory import (
+    compressed_ct_dataset,
+    ct_dataset,
+    ct_from_stored,
+    enhanced_ct_dataset,
+    phantom_hu,
+    save,
+    write_series,
+)
 
 runner = CliRunner()
 DCIODVFY = shutil.which("dciodvfy")
@@ -402,3 +411,28 @@ def test_empty_sop_uids_in_the_main_dataset_are_filled_from_the_file_meta(tmp_pa
     assert out.SourceImageSequence[0].ReferencedSOPInstanceUID == sop_uid
     assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
     assert scan(tmp_path / "in").files[0].sop_uid == sop_uid
+
+
+# ------------------------------------------------------------------ a real archive
+
+@pytest.mark.skipif(peers.ORTHANC is None or peers.STORESCU is None,
+                    reason="Orthanc or dcmtk's storescu missing: apt-get install orthanc dcmtk")
+def test_an_orthanc_archive_files_every_derived_series_in_the_source_study(tmp_path):
+    write_series(tmp_path / "in", 2)
+    enhanced = enhanced_ct_dataset(study_uid=pydicom.dcmread(tmp_path / "in" / "IM_0000").StudyInstanceUID)
+    enhanced.SeriesNumber = 4
+    save(enhanced, tmp_path / "in" / "enhanced.dcm")
+    assert noise.run(tmp_path / "in", tmp_path / "noisy", sigma_hu=30.0).exit_code == 0
+    for ensemble in (1, 2):
+        assert denoise_folder.run(tmp_path / "in", tmp_path / f"den{ensemble}", ensemble=ensemble).exit_code == 0
+    folders = ["in", "noisy", "den1", "den2"]
+    files = [p for name in folders for p in sorted((tmp_path / name).rglob("*")) if p.is_file()]
+    with peers.orthanc(tmp_path / "orthanc") as archive:
+        sent = peers.storescu(archive, *files)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert len(archive.get("/studies")) == 1  # every derived series joins the source study
+        assert len(archive.get("/instances")) == len(files) == 12  # none dropped as "already stored"
+        series = [archive.get(f"/series/{s}")["MainDicomTags"] for s in archive.get("/series")]
+    assert len(series) == 2 * len(folders)  # the synthetic series and the Enhanced CT, four times over
+    assert len({s["SeriesInstanceUID"] for s in series}) == len(series)
+    assert len({(s.get("SeriesNumber"), s.get("SeriesDescription")) for s in series}) == len(series)

@@ -88,16 +88,17 @@ def derived_sop_uid(source_sop_uid: str, derivation: Derivation, content: str = 
     return generate_uid(entropy_srcs=["sop", source_sop_uid, derivation.key, content])
 
 
-def derived_series_number(source_number, derivation: Derivation) -> int:
+def derived_series_number(source_number, derivation: Derivation, source_series_uid: str = "") -> int:
     """A Series Number for the derived series, the same on every rerun:
     ``NNNNNNSSSS``, SSSS the source's number (mod 10000), NNNNNN from the
-    derivation key, so distinct derivations of a series get distinct numbers
-    (two of them share one with probability 1 in 213999)."""
+    derivation key and the source series, so distinct derived series get
+    distinct numbers (two of them share one with probability 1 in 213999)."""
     try:
         base = int(source_number) if source_number not in (None, "") else 0
     except (TypeError, ValueError):
         base = 0
-    slot = 1 + int.from_bytes(hashlib.sha256(derivation.key.encode()).digest()[:8], "big") % _SERIES_SLOTS
+    digest = hashlib.sha256(f"{source_series_uid}\n{derivation.key}".encode()).digest()
+    slot = 1 + int.from_bytes(digest[:8], "big") % _SERIES_SLOTS
     return slot * _SERIES_BASE + base % _SERIES_BASE
 
 
@@ -195,7 +196,8 @@ def _mark_derived(ds: Dataset, source: Dataset, derivation: Derivation, sop_uid:
             ds.DerivationCodeSequence = Sequence([code])
         elif "DerivationCodeSequence" in ds:
             del ds.DerivationCodeSequence
-    ds.SeriesNumber = derived_series_number(source.get("SeriesNumber"), derivation)
+    ds.SeriesNumber = derived_series_number(source.get("SeriesNumber"), derivation,
+                                            str(source.get("SeriesInstanceUID", "")))
     desc = str(source.get("SeriesDescription", "") or "").strip()
     suffix = f"[{derivation.series_suffix}]"
     ds.SeriesDescription = (f"{desc[: 64 - len(suffix) - 1]} {suffix}" if desc else suffix)[:64]
