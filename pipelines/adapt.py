@@ -191,6 +191,8 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
         optimizer = Adam(model.parameters(), lr=LR)
         if opt_state is not None:
             optimizer.load_state_dict(opt_state)
+        if meta["config"]["adapt"]["series"] != _series_label(picked):
+            raise UsageError(f"{run_dir} adapted to another series; resume it on that one or choose another --out")
         rng.bit_generator.state = meta["rng_state"]
         epoch, step, seconds = meta["epoch"], meta["step"], meta["seconds"]
         start_meta, rows = meta["start_metadata"], meta["log"]
