@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from denoise.atomic import finite
 from denoise.backend import DeviceError
 from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, BatchReport, UsageError
 from denoise.text import printable
@@ -84,7 +85,7 @@ def info(
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
     if as_json:
-        out.print_json(json.dumps(summary))
+        typer.echo(json.dumps(finite(summary), indent=2, allow_nan=False))  # never styled, whatever FORCE_COLOR says
     else:
         rows = [("series", "slices", "size", "pixel mm", "gap mm", "transfer syntax", "description")]
         for row in summary["series"]:

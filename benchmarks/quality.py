@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from denoise import metrics, quality  # noqa: E402
+from denoise.atomic import finite  # noqa: E402
 from denoise.baselines import BaselineUnavailable, available_baselines, run_baseline  # noqa: E402
 from denoise.body import body_mask  # noqa: E402
 from denoise.inference import DEFAULT_ENSEMBLE, STRENGTHS, Denoiser  # noqa: E402
@@ -164,8 +165,8 @@ def evaluate(sets, methods, denoisers: dict, *, log=print) -> dict:
 
 
 def _mean(values) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("inf")
+    kept = [v for v in values if np.isfinite(v)]
+    return float(np.mean(kept)) if kept else float("inf")
 
 
 def clean_input_effects(sets, denoiser: Denoiser) -> dict:
@@ -192,17 +193,6 @@ def clean_input_effects(sets, denoiser: Denoiser) -> dict:
                 (abs(r["edge_width_change_pct"]) for r in rows if r["edge_width_change_pct"] is not None),
                 default=None)
     return out
-
-
-def _finite(value):
-    """Strict-JSON copy: non-finite numbers (a clean slice's infinite PSNR) become None."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _fmt(v, spec):
@@ -314,7 +304,7 @@ def main() -> None:
     if args.markdown:
         args.markdown.write_text(table + "\n")
     if args.json:
-        args.json.write_text(json.dumps(_finite({"model": denoiser.model_id, "ensemble": args.ensemble,
+        args.json.write_text(json.dumps(finite({"model": denoiser.model_id, "ensemble": args.ensemble,
                                                  "window_hu": WINDOW, "data_range": 1.0, "slices": n,
                                                  "results": out["results"], "clean_input": effects}),
                                         indent=2, allow_nan=False))

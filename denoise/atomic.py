@@ -5,6 +5,7 @@ never half of one."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,5 +33,18 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def finite(data):
+    """A strict-JSON copy of ``data``: non-finite floats (an identical image's
+    infinite PSNR, a NaN) become None, so every JSON we write is valid JSON."""
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite(v) for v in data]
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
+
+
 def write_json(path: str | os.PathLike, data) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
+    """Write ``data`` as strict JSON (``allow_nan=False``; non-finite numbers as null), atomically."""
+    write_text(path, json.dumps(finite(data), indent=2, allow_nan=False) + "\n")

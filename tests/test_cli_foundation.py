@@ -173,3 +173,25 @@ def test_demo_denoises_samples_with_the_bundled_model_and_writes_the_report(tmp_
     assert (tmp_path / "demo" / "report" / "index.html").is_file()
     methods = json.loads((tmp_path / "demo" / "evaluation.json").read_text())["methods"]
     assert methods["model"]["psnr"] > methods["noisy input"]["psnr"] + 3  # the model really denoises
+
+
+def _strict(text: str):
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_outputs_are_strict_json_and_never_styled(tmp_path, monkeypatch):
+    """An identical pair has an infinite PSNR: evaluate --json writes null, not Infinity;
+    info --json prints plain JSON even when FORCE_COLOR asks for colour."""
+    write_series(tmp_path / "ref", 2)
+    res = invoke("evaluate", tmp_path / "ref", tmp_path / "ref", "--json", tmp_path / "e.json")
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "e.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    data = _strict(text)
+    assert data["files"][0]["psnr"] is None
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    res = invoke("info", tmp_path / "ref", "--json")
+    assert res.exit_code == 0 and "\x1b[" not in res.output
+    assert _strict(res.output)["series"][0]["slices"] == 2
