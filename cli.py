@@ -35,6 +35,26 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from denoise import __version__
+        from denoise.hashing import sha256_file
+        from denoise.inference import BUNDLED_MODEL
+
+        npz = BUNDLED_MODEL.with_name(BUNDLED_MODEL.name + ".npz")
+        model = f"{npz.stem}@{sha256_file(npz)[:16]}" if npz.is_file() else "not installed"
+        typer.echo(f"ct-denoise {__version__} (bundled model {model})")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print the version and the bundled model's id, then exit.")] = False,
+):
+    """Denoise CT DICOM with a NumPy convolutional autoencoder."""
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(code)

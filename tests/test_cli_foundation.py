@@ -195,3 +195,11 @@ def test_json_outputs_are_strict_json_and_never_styled(tmp_path, monkeypatch):
     res = invoke("info", tmp_path / "ref", "--json")
     assert res.exit_code == 0 and "\x1b[" not in res.output
     assert _strict(res.output)["series"][0]["slices"] == 2
+
+
+def test_version_names_the_package_and_the_bundled_model():
+    from denoise import __version__
+
+    res = invoke("--version")
+    assert res.exit_code == 0 and f"ct-denoise {__version__}" in res.output
+    assert "default_ct@" in res.output
