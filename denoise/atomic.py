@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -34,12 +36,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def finite(data):
-    """A strict-JSON copy of ``data``: non-finite floats (an identical image's
-    infinite PSNR, a NaN) become None, so every JSON we write is valid JSON."""
+    """A strict-JSON copy of ``data``: NumPy scalars become Python numbers and
+    non-finite floats (an identical image's infinite PSNR, a NaN) become None,
+    so every JSON we write is valid JSON."""
     if isinstance(data, dict):
         return {k: finite(v) for k, v in data.items()}
     if isinstance(data, list | tuple):
         return [finite(v) for v in data]
+    if isinstance(data, np.floating | np.integer):
+        return finite(data.item())
     if isinstance(data, float) and not math.isfinite(data):
         return None
     return data

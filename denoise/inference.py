@@ -71,10 +71,15 @@ def parse_strength(value) -> float:
     return number
 
 
+def strength_level(value: float) -> str | None:
+    """The level name (low/medium/high) of a strength, or None for another number."""
+    return next((k for k, v in STRENGTHS.items() if abs(v - value) < 1e-9), None)
+
+
 def strength_name(value: float) -> str:
     """``0.667 (medium)`` style label of a strength."""
-    named = [k for k, v in STRENGTHS.items() if abs(v - value) < 1e-9]
-    return f"{value:.3g}" + (f" ({named[0]})" if named else "")
+    level = strength_level(value)
+    return f"{value:.3g}" + (f" ({level})" if level else "")
 
 
 def check_ensemble(views: int) -> int:

@@ -17,7 +17,7 @@ from pydicom.sr.codedict import codes
 from denoise.batch import BatchReport, UsageError, run_batch
 from denoise.dicom.scan import CTFile
 from denoise.dicom.write import Derivation
-from denoise.inference import DEFAULT_ENSEMBLE, DEFAULT_STRENGTH, Denoiser, strength_name
+from denoise.inference import DEFAULT_ENSEMBLE, DEFAULT_STRENGTH, Denoiser, strength_level, strength_name
 from denoise.nn import ModelFileError
 
 
@@ -52,8 +52,7 @@ def derivation_for(denoiser: Denoiser) -> Derivation:
     level = ("noise SD judged by the network" if denoiser.noise_sd_hu is None
              else f"noise SD {denoiser.noise_sd_hu:g} HU given")
     how += f", strength {strength_name(denoiser.strength)}, {level}"
-    label = strength_name(denoiser.strength)
-    short = "denoised " + (label.split("(")[1].rstrip(")") if "(" in label else label)
+    short = f"denoised {strength_level(denoiser.strength) or format(denoiser.strength, '.3g')}"
     short += f", SD {denoiser.noise_sd_hu:g} HU" if denoiser.noise_sd_hu is not None else ""
     short += f", {denoiser.ensemble}v" + ("" if tile is None else f", tiles {tile}")
     short += f", {denoiser.model_id.rsplit('@', 1)[-1][:8]}"

@@ -26,6 +26,11 @@ def file_rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), digest])
 
 
+def stream_name(source: CTFile) -> str:
+    """What names an image's noise stream: its SOP Instance UID, else its relative path."""
+    return source.sop_uid or str(source.relpath)
+
+
 @dataclass(frozen=True)
 class NoiseJob:
     """Gaussian (``sigma_hu``) or low-dose (``i0``) noise; exactly one is set.
@@ -77,10 +82,10 @@ class NoiseJob:
 
     def uid_entropy(self, source: CTFile) -> str:
         """The name of this image's noise stream (see :func:`file_rng`)."""
-        return f"stream {source.sop_uid or source.relpath}"
+        return f"stream {stream_name(source)}"
 
     def __call__(self, hu: np.ndarray, source: CTFile) -> np.ndarray:
-        rng = file_rng(self.seed, source.sop_uid or str(source.relpath))
+        rng = file_rng(self.seed, stream_name(source))
         if self.sigma_hu is not None:
             return add_gaussian(hu, sigma_hu=self.sigma_hu, rng=rng)
         if source.pixel_spacing is None:

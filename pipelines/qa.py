@@ -19,7 +19,6 @@ patient identifiers.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise import quality
-from denoise.atomic import write_json
+from denoise.atomic import finite, write_json
 from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
 from denoise.dicom.geometry import frame_geometry, slice_normal
 from denoise.dicom.pixels import CTImage, PixelDataError, load_ct
@@ -107,7 +106,7 @@ class QAResult:
         return [f"{f.file}: {n}" for f in self.files for n in f.notes]
 
     def to_dict(self) -> dict:
-        return _finite({
+        return finite({
             "format": FORMAT, "version": VERSION, "paired": self.paired, "match": self.match,
             "rois": self.rois,
             "settings": {"soft_tissue_hu": list(quality.SOFT_TISSUE_HU),
@@ -124,19 +123,6 @@ class QAResult:
             "notes": self.notes(),
             "sources": self.sources,
         })
-
-
-def _finite(value):
-    """JSON-safe copy: NaN and infinities become None (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.floating | np.integer):
-        return _finite(value.item())
-    return value
 
 
 def parse_roi(text: str) -> tuple[int, int, int, int]:

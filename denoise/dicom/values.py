@@ -12,7 +12,9 @@ Evidence that the values are not HU, any of which is enough:
 * Image Type or Frame Type values naming a derived quantity (PERFUSION,
   IODINE, material and density maps). Virtual monoenergetic and virtual
   non-contrast images are HU and pass.
-* the Parametric Map SOP class (floating-point maps of any quantity).
+
+Parametric Maps (floating-point maps of any quantity, no PixelData) are
+skipped by class before this is asked (:mod:`denoise.dicom.scan`).
 """
 
 from __future__ import annotations
@@ -53,8 +55,6 @@ def _values(elem_value) -> list[str]:
 
 def non_hu_reason(ds: Dataset) -> str | None:
     """Why the values of this CT object are not HU, in one line, or None when they are."""
-    if str(ds.get("SOPClassUID", "") or "") == PARAMETRIC_MAP:
-        return "parametric map: its values are not HU"
     for item in (ds, *_functional_items(ds, "PixelValueTransformationSequence")):
         kind = str(item.get("RescaleType", "") or "").strip()
         if kind and not is_hu_label(kind):

@@ -144,7 +144,7 @@ def derive_dataset(source: Dataset, hu: np.ndarray, rescales: list[tuple[float, 
         if keyword in ds:
             delattr(ds, keyword)
     _mark_derived(ds, source, derivation, sop_uid)
-    ds.file_meta = file_meta(ds)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     return ds
 
 
