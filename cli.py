@@ -375,6 +375,78 @@ def adapt(
     out.print(job.summary(result), markup=False)
 
 
+@app.command()
+def serve(
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Node folder: spool, queue, derived series and node.log.")] = None,
+    aet: Annotated[str, typer.Option(help="This node's AE title.")] = "CTDENOISE",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 11112,
+    bind: Annotated[str, typer.Option(
+        help="Address to listen on; 127.0.0.1 by default (opening to the network is your choice).")] = "127.0.0.1",
+    forward: Annotated[list[str] | None, typer.Option(
+        help="Send each derived series here, AET@HOST:PORT; repeat for several destinations.")] = None,
+    allow: Annotated[list[str] | None, typer.Option(
+        help="Accept associations only from this calling AE title; repeat for several.")] = None,
+    series_timeout: Annotated[float, typer.Option(
+        help="A series is complete when nothing new arrived for this many seconds.")] = 10.0,
+    model: Annotated[Path | None, typer.Option(help="Model file; default: bundled.")] = None,
+    strength: Annotated[str, typer.Option(help="low, medium, high or a number 0..1 (as for denoise).")] = "high",
+    ensemble: Annotated[int, typer.Option(help="Self-ensemble views: 1, 2, 4 or 8 (as for denoise).")] = 2,
+    noise_sd: Annotated[float | None, typer.Option("--noise-sd", help="HU of noise to remove (as for denoise).")]
+    = None,
+    status_of: Annotated[Path | None, typer.Option(
+        "--status", help="Show the queue of the node folder DIR and exit.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="With --status: print it as JSON.")] = False,
+):
+    """Run a DICOM node: receive CT (C-STORE, C-ECHO), denoise each complete series, forward the derived series."""
+    import logging
+
+    from denoise.node.forward import Destination
+    from pipelines import serve as job
+
+    if status_of is not None:
+        try:
+            state = job.status(status_of)
+        except UsageError as exc:
+            raise fail(str(exc)) from exc
+        if as_json:
+            typer.echo(json.dumps(finite(state), indent=2, allow_nan=False))
+        else:
+            print_node_status(state)
+        raise typer.Exit(EXIT_OK)
+    if out_dir is None:
+        raise fail("serve needs --out DIR (or --status DIR to show a node's queue)")
+    try:
+        destinations = tuple(Destination.parse(f) for f in forward or [])
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    logging.basicConfig(level=logging.INFO, format=job.LOG_FORMAT)
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    options = job.ServeOptions(out=out_dir, aet=aet, port=port, bind=bind, forward=destinations,
+                               allow=tuple(allow or []), series_timeout_s=series_timeout,
+                               model_path=None if model is None else str(model), strength=strength,
+                               ensemble=ensemble, noise_sd_hu=noise_sd)
+    try:
+        code = job.run(options)
+    except UsageError as exc:
+        raise fail(str(exc)) from exc
+    raise typer.Exit(code)
+
+
+def print_node_status(state: dict) -> None:
+    pid = state["pid"]
+    out.print(f"node: {'running, PID ' + str(pid) if pid else 'not running'}", markup=False)
+    for r in state["receiving"]:
+        out.print(f"receiving  series {r['series']}: {r['instances']} instances, last {r['idle_s']:g} s ago",
+                  markup=False)
+    for q in state["queue"]:
+        extra = f", retry in {q['next_try_in_s']:g} s after: {q['last_error']}" if q["last_error"] else ""
+        out.print(f"queued     series {q['series']}: {q['instances']} instances, stage {q['stage']}{extra}",
+                  markup=False)
+    out.print(f"{len(state['receiving'])} receiving, {len(state['queue'])} queued, "
+              f"{state['finished_jobs']} finished jobs, {state['derived_series']} derived series", markup=False)
+
+
 @app.command("export-model")
 def export_model(
     run_dir: Annotated[Path, typer.Argument(help="Training run folder (from `train --out`).")],
