@@ -84,13 +84,39 @@ def make_optimizer(model: ConvAutoencoder, cfg):
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def find_manifest(name: str) -> Path:
-    """A manifest path as written in a config: relative to the working folder,
-    else to the project checkout (configs name ``data_manifests/X.json``)."""
-    path = Path(name)
-    if path.is_absolute() or path.exists():
+def bundled_configs() -> dict[str, Path]:
+    """The run configs shipped with the package, by name (``default_ct`` -> its TOML)."""
+    from importlib.resources import files
+
+    folder = files("pipelines") / "configs"
+    return {p.name.removesuffix(".toml"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def config_file(config: str | os.PathLike) -> Path:
+    """``--config``: a TOML file, or the name of a bundled config (``--config default_ct``)."""
+    path = Path(config)
+    if path.is_file():
         return path
-    return PROJECT_ROOT / path
+    bundled = bundled_configs()
+    if path.name == str(config) and path.stem in bundled and path.suffix in ("", ".toml"):
+        return bundled[path.stem]
+    raise ConfigError(f"{config}: no such config file, and no bundled config of that name "
+                      f"(bundled: {', '.join(sorted(bundled))})")
+
+
+def find_manifest(name: str, config_dir: Path | None = None) -> Path:
+    """A manifest path as written in a config: absolute, or relative to the
+    working folder, to the config's own folder, or to the project checkout
+    (the bundled configs name ``data_manifests/X.json``), first that exists."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    bases = [Path.cwd(), *([config_dir] if config_dir else []), PROJECT_ROOT]
+    for base in bases:
+        if (base / path).is_file():
+            return (base / path).resolve()
+    raise ConfigError(f"manifest {name} not found (looked in {', '.join(str(b) for b in bases)}); "
+                      "give its path in data.manifests")
 
 
 def resolve_config(config_path, run_dir: Path, overrides: dict, resume: bool) -> RunConfig:
@@ -104,7 +130,17 @@ def resolve_config(config_path, run_dir: Path, overrides: dict, resume: bool) ->
                              "or choose another --out")
     if config_path is None:
         raise ConfigError("--config is required for a new run")
-    return load_config(config_path, overrides)
+    path = config_file(config_path)
+    cfg = load_config(path, overrides)
+    # A manifest found only beside the config is saved with its full path, so that the run folder's
+    # config.toml (resume, export) finds it from anywhere; the others stay as written.
+    manifests = tuple(m if _in_cwd_or_checkout(m) else str(find_manifest(m, path.parent))
+                      for m in cfg.data.manifests)
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifests": manifests})})
+
+
+def _in_cwd_or_checkout(name: str) -> bool:
+    return Path(name).is_absolute() or (Path.cwd() / name).is_file() or (PROJECT_ROOT / name).is_file()
 
 
 def validate_model(model: ConvAutoencoder, vset: ValidationSet, window: HUWindow,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,30 +20,10 @@ from tests.factory import PATIENT_ID, PATIENT_NAME, write_config
 
 def test_shipped_configs_load_and_round_trip(tmp_path):
     for name in ("quick_chest", "default_ct", "default_ct_finetune", "kernels_ct"):
-        cfg = load_config(cli.Path(cli.__file__).parent / "pipelines" / "configs" / f"{name}.toml")
+        cfg = load_config(Path(cli.__file__).parent / "pipelines" / "configs" / f"{name}.toml")
         again = tmp_path / f"{name}.toml"
         again.write_text(to_toml(cfg.to_dict()))
         assert load_config(again) == cfg
-
-
-@pytest.mark.parametrize("text, message", [
-    ("[patches]\nsize = 4\n", "patches.size"),
-    ("[optimizer]\nlr = 'fast'\n", "optimizer.lr must be a number"),
-    ("[nonsense]\n", "unknown config section"),
-    ("[training]\nepoch = 3\n", "unknown key"),
-    ("[noise]\ngaussian_sigma_hu = [50, 5]\n", "noise.gaussian_sigma_hu"),
-    ("not toml = = 1", "invalid TOML"),
-    ("[patches]\nhard_edge_fraction = 1.5\n", "patches.hard_edge_fraction"),
-    ("[patches]\nhard_edge_hu = [0, -1000]\n", "patches.hard_edge_hu"),
-    ("[noise]\nlow_dose_filters = ['ramp', 'butterworth']\n", "noise.low_dose_filters"),
-    ("[noise]\ntextured_fraction = 2\n", "noise.textured_fraction"),
-    ("[noise]\nknown_level_fraction = -0.5\n", "noise.known_level_fraction"),
-])
-def test_bad_configs_name_the_key(tmp_path, text, message):
-    path = tmp_path / "bad.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
-        load_config(path)
 
 
 def test_patches_skip_air_and_augment_consistently():
@@ -182,4 +163,4 @@ def test_train_cli_bad_inputs(tmp_path, tiny_manifest):
     assert missing.exit_code == 2 and "missing.json" in missing.output
     config = write_config(tmp_path, tiny_manifest)
     neg = runner.invoke(cli.app, ["train", "--config", str(config), "--out", str(tmp_path / "w"), "--epochs", "0"])
-    assert neg.exit_code == 2 and "training.epochs" in neg.output
+    assert neg.exit_code == 2 and "--epochs" in neg.output  # a standard usage error (min=1)
