@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pydicom
 
+from denoise import metrics
+from denoise.dicom import load_ct, scan
 from denoise.nn import Adam, ConvAutoencoder, clip_grad_norm, mse_loss
 
 CANDIDATES = {
@@ -41,12 +42,8 @@ VAL_SIGMAS_HU = (25, 50, 100)
 
 
 def load_hu(folder: Path) -> np.ndarray:
-    """All DICOM slices of a folder as (S, H, W) float32 Hounsfield units."""
-    slices = []
-    for f in sorted(folder.glob("*.dcm")):
-        ds = pydicom.dcmread(f)
-        slices.append(pydicom.pixels.apply_rescale(ds.pixel_array, ds).astype(np.float32))
-    return np.stack(slices)
+    """Every CT slice under a folder as (S, H, W) float32 Hounsfield units (the package's loader)."""
+    return np.concatenate([load_ct(f.path).hu for series in scan(folder).series for f in series.files])
 
 
 def to_model_space(hu):
@@ -74,8 +71,10 @@ def add_noise(clean: np.ndarray, rng: np.random.Generator, sigma_hu) -> np.ndarr
 
 
 def psnr(clean: np.ndarray, test: np.ndarray) -> float:
-    mse = np.mean((np.clip(clean, 0, 1) - np.clip(test, 0, 1)) ** 2)
-    return float(10 * np.log10(1.0 / mse))
+    """The package's PSNR (window -1000..1000 HU, data_range 1) of two model-space images."""
+    def hu(x):
+        return np.asarray(x) * (HU_HIGH - HU_LOW) + HU_LOW
+    return metrics.psnr(hu(clean), hu(test), window=(HU_LOW, HU_HIGH))
 
 
 def train(config: dict, hu: np.ndarray, *, steps: int, batch: int, size: int, seed: int):

@@ -42,6 +42,7 @@ import importlib
 from collections.abc import Callable
 
 import numpy as np
+import pywt
 from scipy import ndimage
 from skimage.restoration import cycle_spin, denoise_nl_means, denoise_tv_chambolle
 from skimage.restoration import denoise_wavelet as _wavelet_shrink
@@ -73,9 +74,8 @@ WAVELET_SHIFTS = 3        # cycle spinning over 0..shifts pixel shifts per axis
 BM3D_SIGMA_FACTOR = 1.19  # sigma_psd = factor * sigma
 # -----------------------------------------------------------------------------
 
-# Orthonormal Daubechies-2 high-pass (decomposition) filter, as pywt's "db2".
-_DB2_HIGH = np.array([-0.48296291314469025, 0.836516303737469,
-                      -0.22414386804185735, -0.12940952255092145])
+# Orthonormal Daubechies-2 high-pass (decomposition) filter.
+_DB2_HIGH = np.array(pywt.Wavelet("db2").dec_hi)
 _MAD_TO_SIGMA = 0.6744897501960817  # median |N(0, 1)|
 
 
@@ -169,7 +169,6 @@ def denoise_wavelet(hu, *, window=DEFAULT_WINDOW, sigma_hu=None, method=WAVELET_
     """Wavelet shrinkage (``skimage.restoration.denoise_wavelet``) with
     ``sigma_factor * sigma`` as the noise level, optionally cycle-spun over
     ``0..shifts`` pixel shifts per axis (``skimage.restoration.cycle_spin``)."""
-    _require("pywt", "wavelet")
     kw = {"sigma": None, "method": method, "wavelet": wavelet, "mode": mode, "rescale_sigma": True}
 
     def wav(x, sigma):
@@ -198,7 +197,7 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {
     "bm3d": denoise_bm3d,
 }
 
-_EXTRAS = {"bm3d": "pip install .[bm3d]", "pywt": "pip install PyWavelets"}
+_EXTRAS = {"bm3d": "pip install .[bm3d] (its licence allows non-commercial use only)"}
 
 
 def _require(module: str, baseline: str):
@@ -209,7 +208,7 @@ def _require(module: str, baseline: str):
             f"baseline {baseline!r} needs the optional package {module!r}: {_EXTRAS[module]}") from exc
 
 
-_NEEDS = {"wavelet": "pywt", "bm3d": "bm3d"}
+_NEEDS = {"bm3d": "bm3d"}  # optional dependencies; PyWavelets (wavelet) is a required one
 
 
 def available_baselines() -> list[str]:

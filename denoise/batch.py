@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 import numpy as np
@@ -66,6 +67,7 @@ class FileOutcome:
     relpath: str
     status: str  # "written" | "exists" | "failed" | "ignored"
     reason: str = ""
+    seconds: float = 0.0  # time spent on this file (0 for files skipped at the scan)
 
 
 @dataclass
@@ -90,6 +92,21 @@ class BatchReport:
     def summary(self) -> str:
         return (f"{self.count('written')} written, {self.count('exists')} already done, "
                 f"{self.count('failed')} failed, {self.count('ignored')} ignored (not HU CT images)")
+
+    seconds: float = 0.0  # wall time of the whole batch
+
+    def to_dict(self) -> dict:
+        """The JSON summary: counts, per-file outcome and output path, timings, exit code."""
+        files = []
+        for o in self.outcomes:
+            path = None
+            if o.status in ("written", "exists"):
+                path = str(output_path(Path(self.output), PurePosixPath(o.relpath)))
+            files.append({"file": o.relpath, "status": o.status, "reason": o.reason or None, "output": path,
+                          "seconds": round(o.seconds, 4)})
+        return {"input": self.input, "output": self.output,
+                "counts": {s: self.count(s) for s in ("written", "exists", "failed", "ignored")},
+                "seconds": round(self.seconds, 3), "exit_code": self.exit_code, "files": files}
 
 
 class UsageError(ValueError):
@@ -148,14 +165,15 @@ def is_done(job: FileJob, expected_uid: str) -> bool:
 def process_file(job: FileJob, transform: Transform, *, force: bool) -> FileOutcome:
     """Run one job; never raises for a problem with this file."""
     rel = str(job.source.relpath)
+    t0 = time.perf_counter()
     try:
         image = load_ct(job.source.path)
         extra = uid_entropy(transform, job.source)
         if job.output.exists() and not force:
             if is_done(job, expected_sop_uid(image.dataset, image.rescales, transform.derivation, extra)):
-                return FileOutcome(rel, "exists")
+                return FileOutcome(rel, "exists", seconds=time.perf_counter() - t0)
             return FileOutcome(rel, "failed", f"output {job.output} exists and is not this "
-                               "operation's result; use --force to overwrite it")
+                               "operation's result; use --force to overwrite it", time.perf_counter() - t0)
         hu = transform(image.hu, job.source)
         if hu.shape != image.hu.shape:
             raise ValueError(f"operation changed the image shape {image.hu.shape} -> {hu.shape}")
@@ -163,8 +181,8 @@ def process_file(job: FileJob, transform: Transform, *, force: bool) -> FileOutc
                             padding=image.padding, extra=extra)
         write_atomic(ds, job.output)
     except Exception as exc:  # batch boundary: report the file, keep going
-        return FileOutcome(rel, "failed", one_line(exc))
-    return FileOutcome(rel, "written")
+        return FileOutcome(rel, "failed", one_line(exc), time.perf_counter() - t0)
+    return FileOutcome(rel, "written", seconds=time.perf_counter() - t0)
 
 
 _WORKER: dict = {}
@@ -232,8 +250,11 @@ def execute_dask(jobs: list[FileJob], factory: TransformFactory, *, force: bool,
 
 def execute(jobs: list[FileJob], factory: TransformFactory, *, force: bool,
             workers: int, scheduler: str | None = None) -> Iterator[FileOutcome]:
-    """Yield one outcome per job, in job order, using ``workers`` processes
-    (or a Dask cluster when ``scheduler`` is given)."""
+    """Yield one outcome per job, using ``workers`` processes (or a Dask
+    cluster when ``scheduler`` is given). With processes, outcomes come as
+    files finish (a slow file holds nobody up); if a worker dies, the files
+    whose result had come back keep it, and only the others are reported
+    failed."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
     if scheduler is not None:
@@ -245,38 +266,50 @@ def execute(jobs: list[FileJob], factory: TransformFactory, *, force: bool,
             yield process_file(job, transform, force=force)
         return
     ctx = multiprocessing.get_context("spawn")
-    n_done = 0
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
                              initializer=_init_worker, initargs=(factory,)) as pool:
-        try:
-            for outcome in pool.map(_run_in_worker, jobs, [force] * len(jobs), chunksize=1):
-                n_done += 1
-                yield outcome
-        except BrokenProcessPool:  # a worker was killed (OOM, signal) or crashed: no result for the rest
-            for job in jobs[n_done:]:
-                yield FileOutcome(str(job.source.relpath), "failed", "no result: a worker process died "
-                                  "(killed or crashed) during the batch; run it again to finish")
+        existed = {job.output: job.output.exists() for job in jobs}
+        futures = {pool.submit(_run_in_worker, job, force): job for job in jobs}
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                yield future.result()
+            except BrokenProcessPool:  # a worker was killed (OOM, signal) or crashed: no result came back
+                if not existed[job.output] and job.output.exists():  # written (atomically) before the crash
+                    yield FileOutcome(str(job.source.relpath), "written")
+                else:
+                    yield FileOutcome(str(job.source.relpath), "failed", "no result: a worker process died "
+                                      "(killed or crashed) during the batch; run it again to finish")
 
 
 def run_batch(input_path: str | os.PathLike, output_root: str | os.PathLike,
               factory: TransformFactory, *, force: bool = False, workers: int = 1,
               scheduler: str | None = None, on_outcome: Callable[[FileOutcome], None] | None = None,
-              on_plan: Callable[[int], None] | None = None, allow_non_hu: bool = False) -> BatchReport:
+              on_plan: Callable[[int], None] | None = None, allow_non_hu: bool = False,
+              on_scan: Callable[[int, int], None] | None = None) -> BatchReport:
     """Scan ``input_path``, run the factory's transform on every CT file and
     write derived DICOM under ``output_root``. See the module docstring.
     CT whose values are not HU is ignored with its reason unless ``allow_non_hu``."""
     input_path, output_root = Path(input_path), Path(output_root)
     check_paths(input_path, output_root)
-    result = scan(input_path, allow_non_hu=allow_non_hu)
+    result = scan(input_path, allow_non_hu=allow_non_hu, on_file=on_scan)
     jobs, outcomes = plan(result, output_root)
     report = BatchReport(str(input_path), str(output_root))
     if on_plan is not None:
         on_plan(len(jobs))
     for outcome in outcomes:
         report.outcomes.append(outcome)
-    if jobs:
-        for outcome in execute(jobs, factory, force=force, workers=workers, scheduler=scheduler):
-            report.outcomes.append(outcome)
-            if on_outcome is not None:
-                on_outcome(outcome)
+    t0 = time.perf_counter()
+    try:
+        if jobs:
+            for outcome in execute(jobs, factory, force=force, workers=workers, scheduler=scheduler):
+                report.outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+    finally:
+        report.seconds = time.perf_counter() - t0
+    # files finish in any order: list them in job order
+    order = {str(job.source.relpath): k for k, job in enumerate(jobs)}
+    skipped = len(outcomes)
+    report.outcomes[skipped:] = sorted(report.outcomes[skipped:], key=lambda o: order.get(o.relpath, len(order)))
     return report

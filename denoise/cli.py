@@ -1,16 +1,21 @@
 """ct-denoise command line: parses arguments, calls one pipeline, prints.
 
 Exit codes (all commands):
-  0  success: every CT input was handled
-  1  partial failure: some files failed (each one is listed with its reason)
-  2  usage error: bad arguments or paths, unreadable config/model; nothing done
-  3  nothing to do: no CT image found in the input (or nothing matched)
+  0   success: every CT input was handled
+  1   partial failure: some files failed (each one is listed with its reason)
+  2   usage error: bad arguments or paths, unreadable config/model; nothing done
+  3   nothing to do: no CT image found in the input (or nothing matched)
+  70  internal error: an unexpected exception, a bug (one line; -v adds the traceback)
+  130 interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,28 +27,43 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from denoise.atomic import finite
 from denoise.backend import DeviceError
 from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, BatchReport, UsageError
-from denoise.text import printable
+from denoise.text import one_line, printable
+
+EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 app = typer.Typer(
     help="Denoise CT DICOM with a NumPy convolutional autoencoder.\n\n"
-    "Exit codes: 0 done, 1 some files failed, 2 usage error, 3 nothing to do.",
+    "Exit codes: 0 done, 1 some files failed, 2 usage error, 3 nothing to do, 70 internal error (a bug).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help is plain text: ".[dask]" stays ".[dask]"
 )
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def installed_version() -> str:
+    """The installed distribution's version (importlib.metadata); a plain checkout's own."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from denoise import __version__
+
+    try:
+        return version("ct-denoise")
+    except PackageNotFoundError:
+        return __version__
+
+
 def _show_version(value: bool) -> None:
     if value:
-        from denoise import __version__
         from denoise.hashing import sha256_file
         from denoise.inference import BUNDLED_MODEL
 
         npz = BUNDLED_MODEL.with_name(BUNDLED_MODEL.name + ".npz")
         model = f"{npz.stem}@{sha256_file(npz)[:16]}" if npz.is_file() else "not installed"
-        typer.echo(f"ct-denoise {__version__} (bundled model {model})")
+        typer.echo(f"ct-denoise {installed_version()} (bundled model {model})")
         raise typer.Exit(EXIT_OK)
 
 
@@ -51,8 +71,43 @@ def _show_version(value: bool) -> None:
 def main(
     version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
                                           help="Print the version and the bundled model's id, then exit.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log more: DEBUG records, pydicom's warnings per "
+                                          "file, tracebacks of internal errors.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Log only warnings and errors.")] = False,
 ):
     """Denoise CT DICOM with a NumPy convolutional autoencoder."""
+    configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+
+
+def configure_logging(level: int) -> None:
+    """Records of the package (logger ``ct_denoise``) go to stderr at ``level``;
+    pydicom's and pynetdicom's own loggers only from WARNING unless -v."""
+    logger = logging.getLogger("ct_denoise")
+    logger.setLevel(level)
+    if not any(getattr(h, "ct_denoise", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.ct_denoise = True
+        logger.addHandler(handler)
+    for name in ("pydicom", "pynetdicom"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+
+
+def run() -> None:
+    """The console entry point: the Typer app, with an unexpected exception
+    reported as one line and exit code 70 (its traceback logged at DEBUG: -v)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # the last boundary: anything that reaches here is a bug
+        logger = logging.getLogger("ct_denoise")
+        logger.debug("internal error", exc_info=True)
+        hint = "" if logger.isEnabledFor(logging.DEBUG) else " (-v shows the traceback)"
+        err.print(f"internal error (a bug in ct-denoise, please report it): {type(exc).__name__}: {one_line(exc)}"
+                  + hint, markup=False)
+        sys.exit(EXIT_INTERNAL)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -67,16 +122,75 @@ def batch_progress(label: str):
                         TextColumn("{task.fields[last]}"), TimeRemainingColumn(), console=err)
     task = None
 
+    scanning = None
+
+    def on_scan(done: int, total: int):
+        """The scan before a batch: one step per file found."""
+        nonlocal scanning
+        if scanning is None:
+            scanning = progress.add_task("scan", total=total, last="")
+        progress.update(scanning, completed=done, last="files read")
+
     def on_plan(total: int):
         nonlocal task
+        if scanning is not None:
+            progress.remove_task(scanning)
         task = progress.add_task(label, total=total, last="")
+
+    on_plan.scan = on_scan  # batch jobs also report their scan
 
     def on_outcome(outcome):
         if task is not None:
-            progress.update(task, advance=1, last=outcome.status)
+            progress.update(task, advance=1, last=getattr(outcome, "status", outcome))
 
     with progress:
         yield on_plan, on_outcome
+
+
+class Device(StrEnum):
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class Match(StrEnum):
+    path = "path"
+    sop = "sop"
+    position = "position"
+
+
+STDOUT = "-"
+JsonOut = Annotated[Path | None, typer.Option(
+    "--json", metavar="FILE|-", help="Also write the result as strict JSON to FILE; '-' writes it to stdout "
+    "instead, and the human-readable report goes to stderr.")]
+
+
+def to_stdout(json_out: Path | None) -> bool:
+    return json_out is not None and str(json_out) == STDOUT
+
+
+@contextmanager
+def human_report(json_out: Path | None):
+    """With ``--json -`` stdout carries only the JSON: the human-readable lines go to stderr."""
+    global out
+    saved = out
+    if to_stdout(json_out):
+        out = err
+    try:
+        yield
+    finally:
+        out = saved
+
+
+def emit_json(json_out: Path | None, data) -> None:
+    """Strict JSON (non-finite numbers as null) to stdout (``-``) or atomically to a file."""
+    if json_out is None:
+        return
+    if to_stdout(json_out):
+        typer.echo(json.dumps(finite(data), indent=2, allow_nan=False))  # never styled, whatever FORCE_COLOR says
+    else:
+        from denoise.atomic import write_json
+
+        write_json(json_out, data)
 
 
 def print_batch(report: BatchReport) -> int:
@@ -95,7 +209,7 @@ def print_batch(report: BatchReport) -> int:
 @app.command()
 def info(
     path: Annotated[Path, typer.Argument(help="DICOM file or folder (scanned recursively).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    json_out: JsonOut = None,
 ):
     """List the CT series found (no patient identifiers) and the skipped files with reasons."""
     from pipelines import info as job
@@ -104,9 +218,8 @@ def info(
         summary = job.run(path)
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
-    if as_json:
-        typer.echo(json.dumps(finite(summary), indent=2, allow_nan=False))  # never styled, whatever FORCE_COLOR says
-    else:
+    emit_json(json_out, summary)
+    if not to_stdout(json_out):
         rows = [("series", "slices", "size", "pixel mm", "gap mm", "transfer syntax", "description")]
         for row in summary["series"]:
             px = "x".join(f"{v:.3g}" for v in row["pixel_spacing_mm"]) if row["pixel_spacing_mm"] else "-"
@@ -133,29 +246,33 @@ def noise(
     dose: Annotated[float | None, typer.Option(
         help="Low-dose simulation: incident photons I0 per detector bin and view (e.g. 1e5).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (per file streams derive from it).")] = 0,
-    views: Annotated[int, typer.Option(help="Projection views for --dose.")] = 720,
+    views: Annotated[int, typer.Option(min=16, help="Projection views for --dose.")] = 720,
     clean_out: Annotated[Path | None, typer.Option(
         help="With --dose: also write the clean reference (FBP of the noiseless sinogram) here.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
-    workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 1,
     allow_non_hu: Annotated[bool, typer.Option(
         "--allow-non-hu", help="Also process CT whose values are not HU (perfusion, iodine or material maps, "
         "RescaleType other than HU), as if they were HU; ignored with their reason by default.")] = False,
+    json_out: JsonOut = None,
 ):
     """Write noisy copies of CT files as a derived DICOM series (Gaussian --sigma or low-dose --dose)."""
     from pipelines import noise as job
 
-    codes = []
+    codes, summaries = [], {}
     runs = [(output, False)] + ([(clean_out, True)] if clean_out is not None else [])
-    for target, clean in runs:
-        try:
-            with batch_progress("reference" if clean else "noise") as (on_plan, on_outcome):
-                report = job.run(input, target, sigma_hu=sigma, i0=dose, seed=seed, n_views=views,
-                                 clean=clean, force=force, workers=workers,
-                                 on_plan=on_plan, on_outcome=on_outcome, allow_non_hu=allow_non_hu)
-        except (UsageError, ValueError) as exc:
-            raise fail(str(exc)) from exc
-        codes.append(print_batch(report))
+    with human_report(json_out):
+        for target, clean in runs:
+            try:
+                with batch_progress("reference" if clean else "noise") as (on_plan, on_outcome):
+                    report = job.run(input, target, sigma_hu=sigma, i0=dose, seed=seed, n_views=views,
+                                     clean=clean, force=force, workers=workers, on_scan=on_plan.scan,
+                                     on_plan=on_plan, on_outcome=on_outcome, allow_non_hu=allow_non_hu)
+            except (UsageError, ValueError) as exc:
+                raise fail(str(exc)) from exc
+            codes.append(print_batch(report))
+            summaries["clean" if clean else "noisy"] = report.to_dict()
+    emit_json(json_out, {"command": "noise", "exit_code": max(codes), **summaries})
     raise typer.Exit(max(codes))
 
 
@@ -165,14 +282,15 @@ def denoise(
     output: Annotated[Path, typer.Argument(help="Output folder (mirrors input paths; never inside INPUT).")],
     model: Annotated[Path | None, typer.Option(help="Model file (.npz with its .json); default: bundled.")]
     = None,
-    workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 1,
     force: Annotated[bool, typer.Option(help="Overwrite outputs that are not this model's result.")] = False,
-    tile: Annotated[int | None, typer.Option(help="Tiled inference with N x N tiles (bounds memory).")] = None,
-    overlap: Annotated[float, typer.Option(help="Tile overlap fraction, with --tile.")] = 0.25,
-    ensemble: Annotated[int, typer.Option(
+    tile: Annotated[int | None, typer.Option(min=8, help="Tiled inference with N x N tiles (bounds memory).")]
+    = None,
+    overlap: Annotated[float, typer.Option(min=0.0, max=0.95, help="Tile overlap fraction, with --tile.")] = 0.25,
+    ensemble: Annotated[int, typer.Option(min=1, max=8,
         help="Average the model over 1, 2 (a flip), 4 (flips) or 8 (flips and transposes) views; "
              "more is cleaner and proportionally slower.")] = 2,
-    device: Annotated[str, typer.Option(help="cpu or gpu (needs CuPy).")] = "cpu",
+    device: Annotated[Device, typer.Option(help="cpu, or gpu (needs CuPy).")] = Device.cpu,
     strength: Annotated[str, typer.Option(
         help="How much of the network's correction to apply: low (1/3), medium (2/3), high (all) or a "
              "number 0..1.")] = "high",
@@ -187,40 +305,44 @@ def denoise(
     allow_non_hu: Annotated[bool, typer.Option(
         "--allow-non-hu", help="Also process CT whose values are not HU (perfusion, iodine or material maps, "
         "RescaleType other than HU), as if they were HU; ignored with their reason by default.")] = False,
+    json_out: JsonOut = None,
 ):
     """Denoise CT DICOM with the NumPy autoencoder; writes one derived series per input series."""
     from pipelines import denoise_folder as job
 
     if dask is not None and dask != "local":
         raise fail(f"--dask takes 'local' (a cluster on this machine); use --scheduler tcp://HOST:PORT, got {dask!r}")
-    try:
-        with batch_progress("denoise") as (on_plan, on_outcome):
-            report = job.run(input, output, model_path=model, tile=tile, overlap=overlap, device=device,
-                             ensemble=ensemble, force=force, workers=workers, scheduler=dask or scheduler,
-                             on_plan=on_plan, on_outcome=on_outcome, strength=strength, noise_sd_hu=noise_sd,
-                             allow_non_hu=allow_non_hu)
-    except (UsageError, DeviceError) as exc:
-        raise fail(str(exc)) from exc
-    raise typer.Exit(print_batch(report))
+    with human_report(json_out):
+        try:
+            with batch_progress("denoise") as (on_plan, on_outcome):
+                report = job.run(input, output, model_path=model, tile=tile, overlap=overlap, device=device.value,
+                                 ensemble=ensemble, force=force, workers=workers, scheduler=dask or scheduler,
+                                 on_plan=on_plan, on_outcome=on_outcome, strength=strength, noise_sd_hu=noise_sd,
+                                 allow_non_hu=allow_non_hu, on_scan=on_plan.scan)
+        except (UsageError, DeviceError) as exc:
+            raise fail(str(exc)) from exc
+        code = print_batch(report)
+    emit_json(json_out, {"command": "denoise", **report.to_dict()})
+    raise typer.Exit(code)
 
 
 @app.command()
 def evaluate(
     reference: Annotated[Path, typer.Argument(help="Reference (clean) DICOM file or folder.")],
     test: Annotated[Path, typer.Argument(help="Test (noisy or denoised) DICOM file or folder.")],
-    match: Annotated[str, typer.Option(help="Pair files by: path (relative path), sop "
-                                       "(SourceImageSequence/SOP UID) or position.")] = "path",
+    match: Annotated[Match, typer.Option(help="Pair files by: path (relative path), sop "
+                                         "(SourceImageSequence/SOP UID) or position.")] = Match.path,
     window: Annotated[tuple[float, float], typer.Option(help="Metric window in HU, mapped to [0, 1].")] = (
         -1000.0, 1000.0),
     mask: Annotated[bool, typer.Option(
         "--mask", help="Score only the body (exclude air outside the patient).")] = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON.")] = None,
+    json_out: JsonOut = None,
     noisy: Annotated[Path | None, typer.Option(
         help="The noisy inputs (file or folder) that TEST was made from; scored too, and fed to --baselines.")]
     = None,
     baselines: Annotated[str | None, typer.Option(
         help="Comma-separated classical denoisers run on --noisy: nlm,tv,wavelet,bm3d (bm3d needs "
-        "pip install .[bm3d]).")] = None,
+        "pip install .[bm3d]; its licence allows non-commercial use only).")] = None,
     label: Annotated[str, typer.Option(help="Name of TEST in the comparison table.")] = "test",
 ):
     """PSNR, SSIM, RMSE (HU) and MSE per matched file and their mean; with --noisy/--baselines one
@@ -229,11 +351,18 @@ def evaluate(
 
     try:
         names = job.parse_baselines(baselines)
-        result = job.run(reference, test, match=match, window=window, mask=mask, json_out=json_out,
-                         noisy=noisy, baselines=names, test_label=label)
+        with batch_progress("evaluate") as (on_plan, on_outcome):
+            result = job.run(reference, test, match=match.value, window=window, mask=mask,
+                             json_out=None if to_stdout(json_out) else json_out,
+                             noisy=noisy, baselines=names, test_label=label, on_plan=on_plan,
+                             on_pair=lambda score: on_outcome("scored"),
+                             on_step=lambda name, file: on_outcome(name))
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    print_evaluation(result)
+    with human_report(json_out):
+        print_evaluation(result)
+    if to_stdout(json_out):
+        emit_json(json_out, result.to_dict())
     if not result.files:
         raise fail(f"nothing matched between {reference} and {test} (match by {match})", EXIT_NOTHING)
     raise typer.Exit(EXIT_PARTIAL if result.problems else EXIT_OK)
@@ -244,10 +373,9 @@ def qa(
     before: Annotated[Path, typer.Argument(help="DICOM file or folder (scanned recursively).")],
     after: Annotated[Path | None, typer.Argument(
         help="Its processed version (file or folder), paired with BEFORE as --match says.")] = None,
-    match: Annotated[str, typer.Option(help="Pair AFTER with BEFORE by: path (relative path), sop "
-                                       "(SourceImageSequence/SOP UID) or position.")] = "path",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")]
-    = None,
+    match: Annotated[Match, typer.Option(help="Pair AFTER with BEFORE by: path (relative path), sop "
+                                         "(SourceImageSequence/SOP UID) or position.")] = Match.path,
+    json_out: JsonOut = None,
     roi: Annotated[list[str] | None, typer.Option(
         "--roi", help="x,y,w,h: a pixel ROI (x column, y row of its top-left pixel) for noise SD and NPS "
         "instead of the automatic soft-tissue regions; repeat for several.")] = None,
@@ -260,13 +388,16 @@ def qa(
     try:
         rois = [job.parse_roi(text) for text in roi or []]
         with batch_progress("qa") as (on_plan, on_outcome):
-            result = job.run(before, after, match=match, rois=rois, json_out=json_out,
-                             on_plan=on_plan, on_file=on_outcome)
+            result = job.run(before, after, match=match.value, rois=rois,
+                             json_out=None if to_stdout(json_out) else json_out, on_plan=on_plan, on_file=on_outcome)
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    print_qa(result)
-    if json_out is not None:
-        out.print(f"results written: {json_out}", markup=False)
+    with human_report(json_out):
+        print_qa(result)
+        if json_out is not None and not to_stdout(json_out):
+            out.print(f"results written: {json_out}", markup=False)
+    if to_stdout(json_out):
+        emit_json(json_out, result.to_dict())
     if not result.files:
         what = "nothing matched between BEFORE and AFTER" if result.paired else "no CT image found"
         raise fail(f"{what} ({before}{' and ' + str(after) if after else ''})", EXIT_NOTHING)
@@ -282,13 +413,14 @@ app.add_typer(manifest_app, name="manifest")
 def manifest_build(
     folders: Annotated[list[Path], typer.Argument(help="One or more folders of CT DICOM.")],
     out_path: Annotated[Path, typer.Option("--out", help="Manifest JSON to write, e.g. data_manifests/NAME.json")],
-    val: Annotated[float, typer.Option(help="Fraction of patients for validation.")] = 0.15,
-    test: Annotated[float, typer.Option(help="Fraction of patients for testing.")] = 0.15,
+    val: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction of patients for validation.")] = 0.15,
+    test: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction of patients for testing.")] = 0.15,
     seed: Annotated[int, typer.Option(help="Seed of the patient shuffle.")] = 0,
     test_from: Annotated[list[Path] | None, typer.Option(
         help="Hold out for testing every patient with a file under this folder (repeat the option).")] = None,
     val_from: Annotated[list[Path] | None, typer.Option(
         help="Put every patient with a file under this folder into validation (repeat the option).")] = None,
+    json_out: JsonOut = None,
 ):
     """Scan folders and write a manifest split into train/val/test by patient (never by slice).
     --test-from / --val-from choose patients by folder; --val / --test split the others at random."""
@@ -304,29 +436,34 @@ def manifest_build(
         raise fail(str(exc), EXIT_NOTHING if isinstance(exc, ManifestError) else EXIT_USAGE) from exc
     save_manifest(manifest, out_path)
     counts = manifest["counts"]
-    out.print(f"{len(manifest['files'])} files in {len(manifest['series'])} series, split by "
-              f"{manifest['split_by']}: " + ", ".join(
-                  f"{s} {counts[s]['groups']} group(s)/{counts[s]['files']} files" for s in counts)
-              + f" -> {out_path}", markup=False)
-    for row in manifest["series"]:
-        out.print(f"  {row['split']:5s}  {row['n_slices']:4d} slices  {row['description']}", markup=False)
+    with human_report(json_out):
+        out.print(f"{len(manifest['files'])} files in {len(manifest['series'])} series, split by "
+                  f"{manifest['split_by']}: " + ", ".join(
+                      f"{s} {counts[s]['groups']} group(s)/{counts[s]['files']} files" for s in counts)
+                  + f" -> {out_path}", markup=False)
+        for row in manifest["series"]:
+            out.print(f"  {row['split']:5s}  {row['n_slices']:4d} slices  {row['description']}", markup=False)
+    emit_json(json_out, {"command": "manifest build", "output": str(out_path), "files": len(manifest["files"]),
+                         "series": len(manifest["series"]), "split_by": manifest["split_by"], "counts": counts})
 
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Option(help="Run config TOML, e.g. pipelines/configs/quick_chest.toml.")]
+    config: Annotated[Path | None, typer.Option(help="Run config: a TOML file, or the name of a bundled one "
+                                                 "(default_ct, kernels_ct, quick_chest, default_ct_finetune).")]
     = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, logs, progress GIF).")] = Path(
         "runs/run"),
-    epochs: Annotated[int | None, typer.Option(help="Override training.epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
     lr: Annotated[float | None, typer.Option(help="Override optimizer.lr.")] = None,
-    patch_size: Annotated[int | None, typer.Option(help="Override patches.size.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Override patches.batch_size.")] = None,
+    patch_size: Annotated[int | None, typer.Option(min=8, max=1024, help="Override patches.size.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Override patches.batch_size.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override training.seed.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or gpu (needs CuPy).")] = None,
+    device: Annotated[Device | None, typer.Option(help="cpu, or gpu (needs CuPy).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
     = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    json_out: JsonOut = None,
 ):
     """Train the NumPy autoencoder on a manifest's training split (validated on its val split)."""
     from denoise.config import ConfigError
@@ -335,15 +472,23 @@ def train(
     from pipelines import train as train_job
 
     given = {"training.epochs": epochs, "optimizer.lr": lr, "patches.size": patch_size,
-             "patches.batch_size": batch_size, "training.seed": seed, "training.device": device}
+             "patches.batch_size": batch_size, "training.seed": seed,
+             "training.device": None if device is None else device.value}
     overrides = {k: v for k, v in given.items() if v is not None}
     try:
         result = train_job.run(config, out_dir, overrides=overrides, resume=resume, show_progress=not quiet)
     except (ConfigError, ManifestError, ModelFileError, train_job.RunFolderError, DeviceError) as exc:
         raise fail(str(exc)) from exc
-    out.print(f"trained {result.epochs_done} epoch(s); best validation PSNR {result.best_val_psnr:.2f} dB"
-              + (" (stopped early)" if result.stopped_early else "") + f"; run folder {result.run_dir}",
-              markup=False)
+    with human_report(json_out):
+        out.print(f"trained {result.epochs_done} epoch(s); best validation PSNR {result.best_val_psnr:.2f} dB"
+                  + (" (stopped early)" if result.stopped_early else "") + f"; run folder {result.run_dir}",
+                  markup=False)
+    emit_json(json_out, {"command": "train", "run_dir": str(result.run_dir), "epochs_done": result.epochs_done,
+                         "best_val_psnr_db": result.best_val_psnr, "stopped_early": result.stopped_early,
+                         "seconds": sum(row.get("epoch_seconds", 0.0) for row in result.log),
+                         "outputs": {"config": str(result.run_dir / "config.toml"),
+                                     "log": str(result.run_dir / "log.json"),
+                                     "checkpoints": str(result.run_dir / "checkpoints")}})
 
 
 @app.command()
@@ -353,7 +498,8 @@ def adapt(
     from_model: Annotated[Path | None, typer.Option(
         "--from", help="Model to start from (default: the bundled model).")] = None,
     minutes: Annotated[float | None, typer.Option(help="Time budget (default 5 minutes).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Train this many epochs instead of a time budget.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Train this many epochs instead of a time budget.")]
+    = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     series: Annotated[str | None, typer.Option(
         help="Which series, when the folder holds several: its number in `ct-denoise info` or its UID.")] = None,
@@ -380,7 +526,7 @@ def serve(
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Node folder: spool, queue, derived series and node.log.")] = None,
     aet: Annotated[str, typer.Option(help="This node's AE title.")] = "CTDENOISE",
-    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 11112,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port to listen on (0: any free one).")] = 11112,
     bind: Annotated[str, typer.Option(
         help="Address to listen on; 127.0.0.1 by default (opening to the network is your choice).")] = "127.0.0.1",
     forward: Annotated[list[str] | None, typer.Option(
@@ -391,15 +537,15 @@ def serve(
         help="A series is complete when nothing new arrived for this many seconds.")] = 10.0,
     model: Annotated[Path | None, typer.Option(help="Model file; default: bundled.")] = None,
     strength: Annotated[str, typer.Option(help="low, medium, high or a number 0..1 (as for denoise).")] = "high",
-    ensemble: Annotated[int, typer.Option(help="Self-ensemble views: 1, 2, 4 or 8 (as for denoise).")] = 2,
+    ensemble: Annotated[int, typer.Option(min=1, max=8, help="Self-ensemble views: 1, 2, 4 or 8 (as for denoise).")]
+    = 2,
     noise_sd: Annotated[float | None, typer.Option("--noise-sd", help="HU of noise to remove (as for denoise).")]
     = None,
     status_of: Annotated[Path | None, typer.Option(
         "--status", help="Show the queue of the node folder DIR and exit.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="With --status: print it as JSON.")] = False,
+    json_out: JsonOut = None,
 ):
     """Run a DICOM node: receive CT (C-STORE, C-ECHO), denoise each complete series, forward the derived series."""
-    import logging
 
     from denoise.node.forward import Destination
     from pipelines import serve as job
@@ -409,9 +555,8 @@ def serve(
             state = job.status(status_of)
         except UsageError as exc:
             raise fail(str(exc)) from exc
-        if as_json:
-            typer.echo(json.dumps(finite(state), indent=2, allow_nan=False))
-        else:
+        emit_json(json_out, state)
+        if not to_stdout(json_out):
             print_node_status(state)
         raise typer.Exit(EXIT_OK)
     if out_dir is None:
@@ -420,8 +565,6 @@ def serve(
         destinations = tuple(Destination.parse(f) for f in forward or [])
     except ValueError as exc:
         raise fail(str(exc)) from exc
-    logging.basicConfig(level=logging.INFO, format=job.LOG_FORMAT)
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     options = job.ServeOptions(out=out_dir, aet=aet, port=port, bind=bind, forward=destinations,
                                allow=tuple(allow or []), series_timeout_s=series_timeout,
                                model_path=None if model is None else str(model), strength=strength,

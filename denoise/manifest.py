@@ -23,6 +23,7 @@ import numpy as np
 import pydicom
 
 from denoise.atomic import write_json
+from denoise.dicom.reading import lenient
 from denoise.dicom.scan import CTFile, scan
 from denoise.hashing import sha256_file
 
@@ -40,7 +41,8 @@ def _salted(salt: str, value: str) -> str:
 
 def _group_key(ct: CTFile, salt: str) -> tuple[str, str]:
     """(kind, salted hash) of the unit the split is made by for this file."""
-    ds = pydicom.dcmread(ct.path, stop_before_pixels=True, specific_tags=["PatientID"])
+    with lenient(ct.path):
+        ds = pydicom.dcmread(ct.path, stop_before_pixels=True, specific_tags=["PatientID"])
     patient = str(ds.get("PatientID", "") or "").strip()
     if patient:
         return "patient", _salted(salt, patient)

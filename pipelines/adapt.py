@@ -45,6 +45,7 @@ from denoise.batch import UsageError
 from denoise.conditioning import blind_input
 from denoise.config import to_toml
 from denoise.dicom.pixels import load_ct
+from denoise.dicom.reading import lenient
 from denoise.dicom.scan import Series, scan
 from denoise.inference import Denoiser
 from denoise.nn import Adam, DataParallel, ModelFileError, load_model, save_model
@@ -125,7 +126,8 @@ def load_start_model(path) -> Denoiser:
 
 
 def series_record(series: Series) -> dict:
-    head = pydicom.dcmread(series.files[0].path, stop_before_pixels=True, force=True)
+    with lenient(series.files[0].path):
+        head = pydicom.dcmread(series.files[0].path, stop_before_pixels=True, force=True)
     kernel = head.get("ConvolutionKernel", "")
     kernel = "\\".join(kernel) if isinstance(kernel, list | pydicom.multival.MultiValue) else str(kernel)
     return {"series_uid_sha256": _series_label(series), "slices": len(series.files),

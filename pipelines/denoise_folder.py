@@ -93,7 +93,7 @@ def build_checked(job: DenoiseJob) -> DenoiseTransform:
 def run(input_path, output_root, *, model_path=None, tile: int | None = None, overlap: float = 0.25,
         device: str = "cpu", force: bool = False, workers: int = 1, scheduler: str | None = None,
         on_outcome=None, on_plan=None, ensemble: int = DEFAULT_ENSEMBLE, strength=DEFAULT_STRENGTH,
-        noise_sd_hu: float | None = None, allow_non_hu: bool = False) -> BatchReport:
+        noise_sd_hu: float | None = None, allow_non_hu: bool = False, on_scan=None) -> BatchReport:
     """Denoise every CT file under ``input_path`` into ``output_root``."""
     if tile is not None and tile < 8:
         raise UsageError(f"--tile must be >= 8 pixels, got {tile}")
@@ -106,4 +106,4 @@ def run(input_path, output_root, *, model_path=None, tile: int | None = None, ov
     in_process = workers == 1 and scheduler is None
     return run_batch(input_path, output_root, Prebuilt(built) if in_process else job, force=force,
                      workers=workers, scheduler=scheduler,
-                     on_outcome=on_outcome, on_plan=on_plan, allow_non_hu=allow_non_hu)
+                     on_outcome=on_outcome, on_plan=on_plan, allow_non_hu=allow_non_hu, on_scan=on_scan)

@@ -209,8 +209,11 @@ def compare_baselines(result: Evaluation, ref_scan: ScanResult, noisy_scan: Scan
 def run(reference: str | os.PathLike, test: str | os.PathLike, *, match: str = "path",
         window: tuple[float, float] = metrics.DEFAULT_WINDOW, mask: bool = False,
         json_out: str | os.PathLike | None = None, on_pair=None, noisy: str | os.PathLike | None = None,
-        baselines: list[str] | None = None, test_label: str = TEST_LABEL, on_step=None) -> Evaluation:
-    """Score every matched (reference, test) file pair; optionally write JSON."""
+        baselines: list[str] | None = None, test_label: str = TEST_LABEL, on_step=None,
+        on_plan=None) -> Evaluation:
+    """Score every matched (reference, test) file pair; optionally write JSON.
+    ``on_plan(n)`` is told the number of steps: one per pair, plus one per
+    noisy file and baseline; ``on_pair`` and ``on_step`` are called at each."""
     low, high = float(window[0]), float(window[1])
     if not high > low:
         raise ValueError(f"--window needs low < high, got {low}..{high}")
@@ -222,6 +225,10 @@ def run(reference: str | os.PathLike, test: str | os.PathLike, *, match: str = "
                         unmatched_reference=unmatched_ref, unmatched_test=unmatched_test, test_label=test_label)
     result.sources = {k: str(Path(v).resolve()) for k, v in
                       (("reference", reference), ("test", test), ("noisy", noisy)) if v is not None}
+    noisy_scan = scan(noisy) if noisy is not None else None
+    if on_plan is not None:
+        n_noisy = len(match_files(ref_scan, noisy_scan, match)[0]) if noisy_scan is not None else 0
+        on_plan(len(pairs) + n_noisy * len(baselines or []))
     for ref_ct, test_ct in pairs:
         try:
             scores, ref_hu, test_hu = score_pair(ref_ct, test_ct, window=(low, high), use_mask=mask)
@@ -237,7 +244,7 @@ def run(reference: str | os.PathLike, test: str | os.PathLike, *, match: str = "
         result.methods[test_label] = result.mean()
     if noisy is not None:
         tested = {r.relpath: t for r, t in pairs}
-        compare_baselines(result, ref_scan, scan(noisy), list(baselines or []), match=match, use_mask=mask,
+        compare_baselines(result, ref_scan, noisy_scan, list(baselines or []), match=match, use_mask=mask,
                           on_step=on_step, tested=tested)
     if json_out is not None:
         write_json(json_out, result.to_dict())

@@ -110,8 +110,8 @@ def run(run_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str =
         "validation": {**meta["validation"], "sigma_hu": cfg.validation.sigma_hu,
                        "low_dose_i0": cfg.validation.low_dose_i0, "window_hu": list(cfg.validation.window),
                        "data_range": 1.0},
-        "reproduce": reproduce or [f"python cli.py train --config {config_arg} --out runs/{cfg.name}",
-                      f"python cli.py export-model runs/{cfg.name} --out denoise/models/{Path(out).name}"],
+        "reproduce": reproduce or [f"ct-denoise train --config {config_arg} --out runs/{cfg.name}",
+                      f"ct-denoise export-model runs/{cfg.name} --out denoise/models/{Path(out).name}"],
         "config": cfg.to_dict(),
     }
     return save_model(out, model, metadata=metadata)

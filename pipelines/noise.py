@@ -17,7 +17,7 @@ from pydicom.sr.codedict import codes
 from denoise.batch import BatchReport, run_batch
 from denoise.dicom.scan import CTFile
 from denoise.dicom.write import Derivation
-from denoise.noise import DEFAULT_VIEWS, add_gaussian, low_dose_pair
+from denoise.noise import DEFAULT_VIEWS, add_gaussian, noisy_line_integrals, project, reconstruct
 
 
 def file_rng(seed: int, key: str) -> np.random.Generator:
@@ -91,16 +91,23 @@ class NoiseJob:
         if source.pixel_spacing is None:
             raise ValueError("low-dose noise needs PixelSpacing, which this file lacks")
         spacing = float(np.mean(source.pixel_spacing))
-        pick = 1 if self.clean else 0
-        return np.stack([low_dose_pair(frame, i0=self.i0, pixel_spacing_mm=spacing, rng=rng,
-                                       n_views=self.n_views)[pick] for frame in hu])
+        return np.stack([self._dose(frame, spacing, rng) for frame in hu])
+
+    def _dose(self, frame: np.ndarray, spacing: float, rng: np.random.Generator) -> np.ndarray:
+        """One reconstruction per frame: the noisy FBP, or with ``clean`` the noiseless one
+        (as denoise.noise.low_dose_pair makes the pair, without the half not asked for)."""
+        proj = project(frame, pixel_spacing_mm=spacing, n_views=self.n_views)
+        if self.clean:
+            return reconstruct(proj, proj.line_integrals)
+        return reconstruct(proj, noisy_line_integrals(proj, i0=self.i0, rng=rng))
 
 
 def run(input_path, output_root, *, sigma_hu: float | None = None, i0: float | None = None,
         seed: int = 0, n_views: int = DEFAULT_VIEWS, clean: bool = False, force: bool = False,
-        workers: int = 1, on_outcome=None, on_plan=None, allow_non_hu: bool = False) -> BatchReport:
+        workers: int = 1, on_outcome=None, on_plan=None, allow_non_hu: bool = False,
+        on_scan=None) -> BatchReport:
     """Write noisy copies of every CT file under ``input_path`` to
     ``output_root`` (or, with ``clean``, the low-dose pair's clean reference)."""
     job = NoiseJob(sigma_hu=sigma_hu, i0=i0, seed=seed, n_views=n_views, clean=clean)
     return run_batch(input_path, output_root, job, force=force, workers=workers,
-                     on_outcome=on_outcome, on_plan=on_plan, allow_non_hu=allow_non_hu)
+                     on_outcome=on_outcome, on_plan=on_plan, allow_non_hu=allow_non_hu, on_scan=on_scan)

@@ -43,7 +43,7 @@ def test_info_lists_series_and_skipped_files_without_identifiers(junk_dir):
             line = next(line for line in res.output.splitlines() if line.startswith(f"skipped {rel}:"))
             assert word in line
     assert PATIENT_NAME not in res.output and PATIENT_ID not in res.output
-    res = invoke("info", root, "--json")
+    res = invoke("info", root, "--json", "-")
     data = json.loads(res.output)
     assert data["series"][0]["slices"] == 2 and len(data["skipped"]) == sum(map(bool, expected.values()))
 
@@ -192,7 +192,7 @@ def test_json_outputs_are_strict_json_and_never_styled(tmp_path, monkeypatch):
     data = _strict(text)
     assert data["files"][0]["psnr"] is None
     monkeypatch.setenv("FORCE_COLOR", "1")
-    res = invoke("info", tmp_path / "ref", "--json")
+    res = invoke("info", tmp_path / "ref", "--json", "-")
     assert res.exit_code == 0 and "\x1b[" not in res.output
     assert _strict(res.output)["series"][0]["slices"] == 2
 

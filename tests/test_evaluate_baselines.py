@@ -71,7 +71,7 @@ def test_export_model_metadata(tmp_path, tiny_run):
     meta = doc["metadata"]
     assert doc["optimizer"] is None  # weights only
     assert meta["training"]["epochs_run"] == 1 and meta["noise"]["blind"] is True
-    assert meta["reproduce"][0].startswith("python cli.py train --config")
+    assert meta["reproduce"][0].startswith("ct-denoise train --config")
     assert {"val_psnr", "val_ssim", "window_hu"} <= set(meta["validation"])
     assert meta["training"]["data"][0]["series"]
     from denoise.inference import Denoiser

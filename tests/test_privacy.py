@@ -18,7 +18,7 @@ def test_no_identifier_in_any_log_report_gif_png_or_json(tmp_path, series_dir, t
     steps = [
         ["export-model", str(tiny_run), "--out", str(out / "model" / "m")],
         ["info", str(series_dir)],
-        ["info", str(series_dir), "--json"],
+        ["info", str(series_dir), "--json", "-"],
         ["noise", str(series_dir), str(out / "noisy"), "--sigma", "50"],
         ["denoise", str(out / "noisy"), str(out / "den"), "--model", str(out / "model" / "m")],
         ["evaluate", str(series_dir), str(out / "den"), "--noisy", str(out / "noisy"), "--baselines", "tv",

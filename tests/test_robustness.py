@@ -220,7 +220,7 @@ def test_info_reports_each_bad_file_once(corpus):
     n_skipped = sum(by_scan for _, _, by_scan in bad.values())
     assert f"{n_skipped} files skipped" in result.output
 
-    as_json = runner.invoke(cli.app, ["info", str(root), "--json"])
+    as_json = runner.invoke(cli.app, ["info", str(root), "--json", "-"])
     assert_no_crash(as_json)
     assert as_json.exit_code == 0
     summary = json.loads(as_json.output)

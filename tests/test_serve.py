@@ -43,7 +43,7 @@ def expected_derived(src: Path, tmp: Path) -> dict[str, Path]:
 
 
 def queue_of(out: Path) -> dict:
-    result = runner.invoke(app, ["serve", "--status", str(out), "--json"])
+    result = runner.invoke(app, ["serve", "--status", str(out), "--json", "-"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 

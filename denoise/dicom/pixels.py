@@ -9,7 +9,6 @@ so an unchanged image comes back bit-identical.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from pydicom.pixels import apply_rescale, get_decoder
 from denoise.dicom.geometry import functional_group, is_enhanced
 from denoise.dicom.identity import fill_uids
 from denoise.dicom.padding import Padding, find_padding
+from denoise.dicom.reading import leniently
 from denoise.text import one_line
 
 
@@ -79,7 +79,7 @@ def decoder_problem(ds: Dataset) -> str | None:
         return None
     options = "; ".join(decoder.missing_dependencies) or "a pydicom pixel-data plugin"
     return (f"no decoder for {tsyntax.name}: install one of: {options} "
-            "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg)")
+            "(the permissive ones: pip install python-gdcm pylibjpeg pylibjpeg-openjpeg)")
 
 
 def stored_range(bits_stored: int, pixel_representation: int) -> tuple[int, int]:
@@ -93,14 +93,13 @@ def stored_dtype(bits_allocated: int, pixel_representation: int) -> np.dtype:
     return np.dtype(("u" if pixel_representation == 0 else "i") + str(bits_allocated // 8))
 
 
+@leniently
 def load_ct(path: str | Path) -> CTImage:
     """Read a CT file fully and convert every frame to HU (float32). Empty
     SOP UIDs of the main dataset are filled from the file meta (in memory)."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, force=True)
+        ds = pydicom.dcmread(path, force=True)
     except Exception as exc:  # pydicom raises many types on corrupt files
         raise PixelDataError(f"unreadable DICOM ({one_line(exc)})") from exc
     fill_uids(ds)
@@ -108,9 +107,7 @@ def load_ct(path: str | Path) -> CTImage:
     if problem:
         raise PixelDataError(problem)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            stored = ds.pixel_array
+        stored = ds.pixel_array
         n, rows, cols = int(ds.get("NumberOfFrames", 1) or 1), int(ds.Rows), int(ds.Columns)
     except Exception as exc:  # decoders raise RuntimeError/ValueError/... on bad data
         raise PixelDataError(f"cannot decode pixel data ({one_line(exc)})") from exc

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -22,19 +21,24 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import (
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    LegacyConvertedEnhancedCTImageStorage,
+    MediaStorageDirectoryStorage,
+)
 
 from denoise.dicom.geometry import frame_geometry, functional_group, slice_normal
 from denoise.dicom.identity import media_sop_class, sop_instance
 from denoise.dicom.pixels import decoder_problem, frame_rescales
+from denoise.dicom.reading import leniently
 from denoise.dicom.values import PARAMETRIC_MAP, non_hu_reason
 from denoise.text import one_line
 
-CT_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
-    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
-    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
-}
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+CT_SOP_CLASSES = {u: u.name for u in (CTImageStorage, EnhancedCTImageStorage,
+                                             LegacyConvertedEnhancedCTImageStorage)}
+DICOMDIR_SOP_CLASS = MediaStorageDirectoryStorage
 _PIXEL_TAG = 0x7FE00010
 # The temporary name denoise.atomic.atomic_path writes before its rename, ".NAME.PID.tmp": a
 # process killed mid-write leaves one behind; it is never a complete file to read.
@@ -173,9 +177,7 @@ def read_header(path: Path) -> Dataset:
     if not has_marker and not _looks_like_raw_dicom(head):
         raise SkipFile("not a DICOM file (no DICM marker, no DICOM header)", bad=False)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, defer_size=1024, force=not has_marker)
+        ds = pydicom.dcmread(path, defer_size=1024, force=not has_marker)
     except OSError as exc:
         raise SkipFile(f"cannot read file ({exc.strerror or exc})") from exc
     except Exception as exc:  # corrupt headers raise many types (struct.error, NotImplementedError for a bad VR...)
@@ -199,6 +201,7 @@ def _looks_like_raw_dicom(head: bytes) -> bool:
     return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
 
 
+@leniently
 def inspect_file(path: Path, relpath: PurePosixPath, *, allow_non_hu: bool = False) -> CTFile:
     """Return the CT description of one file or raise SkipFile with a reason
     (CT whose values are not HU is skipped, not bad, unless ``allow_non_hu``)."""
@@ -286,12 +289,12 @@ def _check_pixel_bytes(ds: Dataset, path: Path) -> None:
     size = path.stat().st_size
     if n_frames > size:  # every frame takes at least one byte (an encapsulated one at least 8)
         raise SkipFile(f"invalid NumberOfFrames {n_frames} for a file of {size} bytes")
-    raw = ds._dict.get(_PIXEL_TAG)  # deferred RawDataElement: length known, value not read
+    raw = ds.get_item(_PIXEL_TAG, keep_deferred=True)  # deferred RawDataElement: length known, value not read
     length = getattr(raw, "length", None)
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if length is None or length == 0xFFFFFFFF or (tsyntax is not None and tsyntax.is_compressed):
         return
-    expected = ds.Rows * ds.Columns * n_frames * (ds.BitsAllocated // 8)
+    expected = get_expected_length(ds)  # bytes of Rows x Columns x frames x samples at BitsAllocated
     if length not in (expected, expected + expected % 2):
         raise SkipFile(f"PixelData has {length} bytes, expected {expected} "
                        f"for {n_frames} frame(s) of {ds.Rows}x{ds.Columns}")
@@ -363,13 +366,14 @@ def _first_source_sop(ds: Dataset) -> str:
     return str(seq[0].get("ReferencedSOPInstanceUID", "") or "")
 
 
-def scan(path: str | os.PathLike, *, allow_non_hu: bool = False) -> ScanResult:
+def scan(path: str | os.PathLike, *, allow_non_hu: bool = False, on_file=None) -> ScanResult:
     """Scan a file or folder (recursively) for CT series.
 
     Returns every readable CT file grouped into :class:`Series` (ordered along
     the slice normal) and every other file as :class:`Skipped` with a reason.
     CT whose values are not HU (:func:`denoise.dicom.values.non_hu_reason`)
     is skipped with its reason unless ``allow_non_hu``.
+    ``on_file(done, total)`` is called after each file (for a progress bar).
     Raises ``FileNotFoundError`` only when ``path`` itself does not exist.
     """
     root = Path(path)
@@ -377,14 +381,16 @@ def scan(path: str | os.PathLike, *, allow_non_hu: bool = False) -> ScanResult:
         raise FileNotFoundError(f"{root}: no such file or folder")
     groups: dict[str, list[CTFile]] = defaultdict(list)
     skipped: list[Skipped] = []
-    for file in iter_files(root):
+    files = iter_files(root)
+    for done, file in enumerate(files, 1):
         rel = relative_to_root(file, root)
         try:
             ct = inspect_file(file, rel, allow_non_hu=allow_non_hu)
+            groups[ct.series_uid].append(ct)
         except SkipFile as exc:
             skipped.append(Skipped(rel, str(exc), bad=exc.bad))
-            continue
-        groups[ct.series_uid].append(ct)
+        if on_file is not None:
+            on_file(done, len(files))
     series = [order_series(uid, files) for uid, files in groups.items()]
     series.sort(key=lambda s: str(s.files[0].relpath))
     return ScanResult(root=root, series=series, skipped=skipped)

@@ -20,8 +20,9 @@ skipped by class before this is asked (:mod:`denoise.dicom.scan`).
 from __future__ import annotations
 
 from pydicom.dataset import Dataset
+from pydicom.uid import ParametricMapStorage
 
-PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"
+PARAMETRIC_MAP = ParametricMapStorage
 HU_UNITS = "[hnsf'U]"
 # Image/Frame Type values (3 and 4) that name a quantity other than attenuation in HU.
 DERIVED_QUANTITIES = frozenset({

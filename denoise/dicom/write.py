@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -36,7 +35,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
+from pydicom.uid import EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage, generate_uid
 
 from denoise.atomic import atomic_path
 from denoise.dicom.geometry import is_enhanced
@@ -44,10 +43,11 @@ from denoise.dicom.identity import fill_uids
 from denoise.dicom.padding import Padding, find_padding, keep_padding
 from denoise.dicom.pixels import hu_to_stored, stored_range
 from denoise.dicom.provenance import code_item, file_meta, processing_time, stamp
+from denoise.dicom.reading import lenient, leniently
 
 _INVALIDATED = ("SmallestImagePixelValue", "LargestImagePixelValue",
                 "SmallestPixelValueInSeries", "LargestPixelValueInSeries")
-ENHANCED_CT_CLASSES = ("1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2")
+ENHANCED_CT_CLASSES = (EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage)
 # Series Numbers of derived series: a number identifying the derivation, then
 # the source's Series Number in the last four digits (IS holds up to 2**31 - 1).
 _SERIES_SLOTS, _SERIES_BASE = 213_999, 10_000
@@ -116,6 +116,7 @@ def expected_sop_uid(source: Dataset, rescales: list[tuple[float, float]], deriv
     return derived_sop_uid(sop, derivation, f"{pixel_digest(source, rescales)} {extra}")
 
 
+@leniently
 def derive_dataset(source: Dataset, hu: np.ndarray, rescales: list[tuple[float, float]],
                    derivation: Derivation, *, padding: Padding | None = None, extra: str = "") -> Dataset:
     """A new dataset holding ``hu`` (frames, rows, cols) as a derived image of
@@ -253,8 +254,7 @@ def output_path(out_root: Path, relpath: PurePosixPath) -> Path:
 def write_atomic(ds: Dataset, path: Path) -> None:
     """Save ``ds`` to ``path`` via a temporary file in the same folder and an
     atomic rename: a killed process never leaves a half-written ``path``."""
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        # pydicom warns about invalid values copied from the source (e.g.
-        # non-conformant UIDs); the derived object must keep them as they are.
-        warnings.simplefilter("ignore", UserWarning)
+    # pydicom warns about invalid values copied from the source (e.g. non-conformant
+    # UIDs); the derived object must keep them as they are: logged, not printed.
+    with atomic_path(path) as tmp, lenient(path):
         ds.save_as(tmp, enforce_file_format=True)

@@ -18,6 +18,7 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 
+from denoise.dicom.reading import lenient
 from denoise.node.net import no_delay
 from denoise.text import one_line
 
@@ -70,7 +71,8 @@ def send(files: Iterable[Path], destination: Destination, calling_aet: str, alre
     Raises :class:`ForwardError` at the first failure (nothing more is sent)."""
     todo = []
     for path in files:
-        meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+        with lenient(path):
+            meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
         if str(meta.SOPInstanceUID) not in already:
             todo.append((path, str(meta.SOPClassUID), str(meta.SOPInstanceUID)))
     if not todo:

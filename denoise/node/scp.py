@@ -36,6 +36,7 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
+from denoise.dicom.reading import lenient
 from denoise.node.net import no_delay
 from denoise.node.spool import Spool, short_hash
 from denoise.text import one_line
@@ -97,6 +98,10 @@ class StorageHandlers:
         return status
 
     def _store(self, event) -> int:
+        with lenient("received instance"):
+            return self._check_and_store(event)
+
+    def _check_and_store(self, event) -> int:
         try:
             ds = event.dataset
             requested = event.request.AffectedSOPClassUID
