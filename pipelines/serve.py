@@ -138,7 +138,7 @@ class Node:
     # ----------------------------------------------------------- processing
     def close_idle(self) -> None:
         for job in self.spool.close_idle(self.options.series_timeout_s):
-            log.info("series %s complete: %d instances queued as job %s", self.spool.series_of(job),
+            log.debug("series %s complete: %d instances queued as job %s", self.spool.series_of(job),
                      len(self.spool.sources(job)), job)
 
     def step(self) -> bool:
@@ -174,10 +174,11 @@ class Node:
         state.outcome = counts
         state.failures = [f"{o.relpath}: {o.reason}" for o in report.outcomes if o.status in ("failed", "ignored")]
         state.stage = "forward"
+        state.denoise_s = time.perf_counter() - t0
         self.spool.save_state(job, state)
-        log.info("series %s: %d instances, %d denoised, %d already done, %d failed, %d ignored in %.1f s",
-                 series, len(report.outcomes), counts["written"], counts["exists"], counts["failed"],
-                 counts["ignored"], time.perf_counter() - t0)
+        log.debug("series %s: %d instances, %d denoised, %d already done, %d failed, %d ignored in %.1f s",
+                  series, len(report.outcomes), counts["written"], counts["exists"], counts["failed"],
+                  counts["ignored"], state.denoise_s)
 
     def derived_files(self, job: str) -> list[Path]:
         out = self.spool.derived_dir(job)
@@ -202,13 +203,20 @@ class Node:
                 log.warning("series %s: forward to %s failed (attempt %d): %s; retry in %g s", series, key,
                             state.attempts[key], one_line(exc), wait)
                 continue
-            log.info("series %s: forwarded %d derived instances to %s (%d sent before)", series, n, key,
-                     len(already))
+            state.sent[key] = n + len(already)
+            log.debug("series %s: forwarded %d derived instances to %s (%d sent before)", series, n, key,
+                      len(already))
         if pending:
             self.spool.save_state(job, state)
             return
+        received = len(self.spool.sources(job))
         self.spool.finish(job)
-        log.info("series %s: job %s finished", series, job)
+        c = state.outcome
+        where = ", ".join(f"{k} ({v} instances)" for k, v in state.sent.items()) or "nowhere (no --forward)"
+        log.info("series %s finished: %d instances received, %d denoised (%d already done, %d failed, %d ignored) "
+                 "in %.1f s; forwarded to %s; job %s", series, received,
+                 c.get("written", 0), c.get("exists", 0), c.get("failed", 0), c.get("ignored", 0), state.denoise_s,
+                 where, job)
 
 
 class _Lock:

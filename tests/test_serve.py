@@ -119,7 +119,9 @@ def test_series_is_denoised_like_denoise_and_forwarded_to_the_archive(tmp_path):
         state = queue_of(n.out)
         assert state["finished_jobs"] == 1 and state["derived_series"] == 1
         log = n.log()
-    assert "series" in log and "forwarded 6 derived instances" in log
+    assert "finished: 6 instances received, 6 denoised (0 already done, 0 failed, 0 ignored)" in log
+    assert f"forwarded to {archive.address} (6 instances)" in log
+    assert len([line for line in log.splitlines() if "INFO series" in line]) == 1  # one line per series
     assert factory.PATIENT_NAME not in log and factory.PATIENT_ID not in log
     status_text = runner.invoke(app, ["serve", "--status", str(tmp_path / "out")]).output
     assert "0 receiving, 0 queued, 1 finished jobs" in status_text
@@ -135,6 +137,19 @@ def test_compressed_ct_is_kept_as_sent_and_denoised(tmp_path):
     assert pydicom.dcmread(kept).file_meta.TransferSyntaxUID == JPEG2000Lossless
     [derived] = (tmp_path / "out" / "derived").rglob("*.dcm")
     assert pydicom.dcmread(derived).ImageType[0] == "DERIVED"
+
+
+def test_enhanced_ct_is_received_denoised_and_forwarded(tmp_path):
+    path = factory.save(factory.enhanced_ct_dataset(), tmp_path / "enhanced.dcm")
+    with peers.storescp(tmp_path / "archive") as archive, \
+            peers.node(tmp_path / "out", "--forward", archive.address, "--series-timeout", "0.5") as n:
+        assert acknowledged(peers.send(n.port, path)) == 1
+        assert peers.wait_for(lambda: settled(n.out), 30)
+        [derived] = archive.folder.iterdir()
+    got = pydicom.dcmread(derived)
+    source = pydicom.dcmread(path)
+    assert got.SOPClassUID == source.SOPClassUID and got.NumberOfFrames == source.NumberOfFrames
+    assert got.ImageType[0] == "DERIVED" and got.SOPInstanceUID != source.SOPInstanceUID
 
 
 def test_refused_inputs_get_their_status_and_the_node_keeps_serving(tmp_path):

@@ -64,6 +64,8 @@ class JobState:
     attempts: dict = field(default_factory=dict)  # destination -> failed forwarding attempts
     next_try: float = 0.0  # epoch seconds before which forwarding is not retried
     last_error: str = ""
+    denoise_s: float = 0.0  # wall time of the denoising stage
+    sent: dict = field(default_factory=dict)  # destination -> derived instances it holds from this job
 
     @classmethod
     def from_json(cls, data: dict) -> JobState:
