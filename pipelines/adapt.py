@@ -39,7 +39,7 @@ import numpy as np
 import pydicom
 
 from denoise import __version__
-from denoise.adaptation import OFFSETS, NeighbourPairs, PairConfig, masked_mse_loss, similarity_mask
+from denoise.adaptation import NeighbourPairs, PairConfig, masked_mse_loss, neighbour_offsets, similarity_mask
 from denoise.atomic import write_text
 from denoise.batch import UsageError
 from denoise.conditioning import blind_input
@@ -177,12 +177,12 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
     picked = select_series(Path(series_dir), series)
     den = load_start_model(from_model)
     start_meta = copy.deepcopy(den.metadata)
-    pcfg = pair_config or PairConfig()
+    pcfg = pair_config or PairConfig(offsets=neighbour_offsets(picked.slice_spacing))
     if not asked and not resume:
         minutes = DEFAULT_MINUTES
     config = {"adapt": {"method": METHOD, "series_dir": str(series_dir), "series": _series_label(picked),
                         "from_model": den.model_id, "minutes": minutes, "epochs": epochs, "seed": seed,
-                        "lr": LR, "steps_per_epoch": STEPS_PER_EPOCH, "offsets": list(OFFSETS)},
+                        "lr": LR, "steps_per_epoch": STEPS_PER_EPOCH, "offsets": list(pcfg.offsets)},
               "pairs": asdict(pcfg)}
     rng = np.random.default_rng(seed)
     optimizer = Adam(den.model.parameters(), lr=LR)

@@ -177,3 +177,13 @@ def test_a_choice_of_series_and_a_bad_from_model(tmp_path):
     res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "out" / "m", "--series", "2", "--epochs", 1,
                  "--quiet")
     assert res.exit_code == 0, res.output
+
+
+def test_neighbours_are_chosen_within_1_6_mm():
+    from denoise.adaptation import neighbour_offsets
+
+    assert neighbour_offsets(1.0) == (-1, 1)  # 2 mm is too far
+    assert neighbour_offsets(0.8) == (-2, -1, 1, 2)
+    assert neighbour_offsets(0.5) == (-3, -2, -1, 1, 2, 3)
+    assert neighbour_offsets(2.5) == (-1, 1)  # always the nearest ones
+    assert neighbour_offsets(None) == (-1, 1)
