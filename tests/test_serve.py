@@ -200,6 +200,13 @@ def test_forwarding_retries_until_the_archive_is_up(tmp_path):
 
 def _stage_reached(out: Path, stage: str, total: int) -> bool:
     """True once the node is inside ``stage`` for a series of ``total`` instances (not past it)."""
+    try:
+        return _inside(out, stage, total)
+    except FileNotFoundError:  # the node renamed a folder while we listed it: look again
+        return False
+
+
+def _inside(out: Path, stage: str, total: int) -> bool:
     incoming = list((out / "spool" / "incoming").rglob("*.dcm"))
     derived = list((out / "derived").rglob("*.dcm"))
     sent = [line for f in (out / "sent").rglob("*.txt") for line in f.read_text().split()]

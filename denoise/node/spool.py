@@ -211,8 +211,11 @@ class Spool:
         """The queue as plain data (for ``serve --status`` and the logs)."""
         receiving = []
         for series in sorted(p.name for p in self.incoming.iterdir() if p.is_dir()):
-            files = list((self.incoming / series).glob("*.dcm"))
-            last = max((f.stat().st_mtime for f in files), default=time.time())
+            try:
+                files = list((self.incoming / series).glob("*.dcm"))
+                last = max((f.stat().st_mtime for f in files), default=time.time())
+            except FileNotFoundError:  # the node closed this series while we looked: it is in the queue now
+                continue
             receiving.append({"series": series, "instances": len(files), "idle_s": round(time.time() - last, 1)})
         queued = []
         for job in self.jobs():
