@@ -85,12 +85,25 @@ def configure_logging(level: int) -> None:
     logger = logging.getLogger("ct_denoise")
     logger.setLevel(level)
     if not any(getattr(h, "ct_denoise", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         handler.ct_denoise = True
         logger.addHandler(handler)
     for name in ("pydicom", "pynetdicom"):
         logging.getLogger(name).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (Typer's test
+    runner swaps it per invocation)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it; the property decides
+        pass
 
 
 def run() -> None:

@@ -80,3 +80,26 @@ def test_choices_and_bounds_are_in_help_and_are_usage_errors():
 def test_shell_completion_is_offered():
     result = runner.invoke(cli.app, ["--help"])
     assert "--install-completion" in result.output and "--show-completion" in result.output
+
+
+def test_lenient_sections_overlapping_in_threads_restore_pydicoms_setting():
+    import threading
+
+    from denoise.dicom.reading import lenient
+
+    before = pydicom_config.settings.reading_validation_mode
+    entered, release = threading.Event(), threading.Event()
+
+    def other():
+        with lenient("thread"):
+            entered.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=other)
+    with lenient("main"):  # A enters, B enters, A leaves, B leaves: the interleaving that leaked
+        worker.start()
+        entered.wait(10)
+    assert pydicom_config.settings.reading_validation_mode == pydicom_config.IGNORE  # B still inside
+    release.set()
+    worker.join()
+    assert pydicom_config.settings.reading_validation_mode == before

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,15 +23,21 @@ from pydicom import config
 from denoise.text import one_line
 
 log = logging.getLogger("ct_denoise.dicom")
+_lock = threading.Lock()
+_depth = 0  # lenient sections open now, in any thread
+_saved = None  # pydicom's own setting, restored when the last one closes
 
 
 @contextmanager
 def lenient(what: object = "") -> Iterator[None]:
     """Read (or copy) DICOM with value validation off; log pydicom's warnings
     as ``WHAT: pydicom: MESSAGE`` at DEBUG level."""
-    settings = config.settings
-    before = settings.reading_validation_mode
-    settings.reading_validation_mode = config.IGNORE
+    global _depth, _saved
+    with _lock:  # counted, so that sections overlapping in threads restore pydicom's setting exactly
+        if _depth == 0:
+            _saved = config.settings.reading_validation_mode
+            config.settings.reading_validation_mode = config.IGNORE
+        _depth += 1
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -40,7 +47,10 @@ def lenient(what: object = "") -> Iterator[None]:
                 for w in caught:
                     log.debug("%s: pydicom: %s", getattr(what, "name", what) or "DICOM", one_line(str(w.message)))
     finally:
-        settings.reading_validation_mode = before
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                config.settings.reading_validation_mode = _saved
 
 
 def leniently(func):
