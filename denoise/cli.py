@@ -232,7 +232,7 @@ def info(
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
     emit_json(json_out, summary)
-    if not to_stdout(json_out):
+    if not to_stdout(json_out):  # the summary is the JSON: no table beside it
         rows = [("series", "slices", "size", "pixel mm", "gap mm", "transfer syntax", "description")]
         for row in summary["series"]:
             px = "x".join(f"{v:.3g}" for v in row["pixel_spacing_mm"]) if row["pixel_spacing_mm"] else "-"

@@ -219,15 +219,7 @@ class Node:
                  where, job)
 
 
-class _Lock:
-    def __init__(self, fh):
-        self.fh = fh
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-def _lock_folder(out: Path) -> _Lock:
+def _lock_folder(out: Path):
     """One node per folder: an exclusive lock on ``node.lock`` holding the PID."""
     fh = open(out / "node.lock", "a+")
     try:
@@ -241,7 +233,7 @@ def _lock_folder(out: Path) -> _Lock:
     fh.truncate()
     fh.write(f"{os.getpid()}\n")
     fh.flush()
-    return _Lock(fh)
+    return fh  # closing it releases the lock
 
 
 def node_running(out: Path) -> int | None:

@@ -136,13 +136,6 @@ class Spool:
             if tmp.exists():
                 tmp.unlink()
 
-    def open_series(self) -> dict[str, tuple[int, float]]:
-        """Series still receiving: short id -> (instances, seconds since the last one)."""
-        now = time.time()
-        with self._lock:
-            return {s: (len(list((self.incoming / s).glob("*.dcm"))), now - t)
-                    for s, t in self._last_arrival.items() if (self.incoming / s).is_dir()}
-
     def close_idle(self, timeout_s: float) -> list[str]:
         """Move every series idle for ``timeout_s`` into the queue; return the new job ids."""
         jobs = []
