@@ -519,16 +519,25 @@ def adapt(
     run_dir: Annotated[Path | None, typer.Option(
         "--run", help="Run folder (default: <out>.run beside the model).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
+    noise_sd: Annotated[float | None, typer.Option(
+        "--noise-sd", help="The noise to remove, HU: what your low-dose protocol adds over the standard one, "
+                           "sqrt(SD_low^2 - SD_standard^2) in soft tissue. Switches to the recorrupted method "
+                           "(keeps the texture beneath that noise; thick slices allowed).")] = None,
+    dose: Annotated[float | None, typer.Option(
+        "--dose", help="The noise to remove as low-dose noise at I0 photons per bin and view (as `noise --dose` "
+                       "simulates it); recorrupted method.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
-    """Adapt a model to your own scanner from one noisy series, no clean images needed (self-supervised,
-    neighbour slices as in Noise2Sim); then use it with `denoise --model OUT`."""
+    """Adapt a model to your own scanner from one noisy series, no clean images needed. By default
+    self-supervised on neighbour slices (as in Noise2Sim); with --noise-sd or --dose, on recorrupted
+    pairs of the noise you name. Then use it with `denoise --model OUT`."""
     from denoise.dicom.pixels import PixelDataError
     from pipelines import adapt as job
 
     try:
         result = job.run(series_dir, out_path, from_model=from_model, minutes=minutes, epochs=epochs, seed=seed,
-                         resume=resume, run_dir=run_dir, series=series, show_progress=not quiet)
+                         resume=resume, run_dir=run_dir, series=series, show_progress=not quiet,
+                         noise_sd=noise_sd, dose_i0=dose)
     except (UsageError, PixelDataError, DeviceError) as exc:
         raise fail(str(exc)) from exc
     out.print(job.summary(result), markup=False)

@@ -1,6 +1,13 @@
 """Noise models for making (noisy, clean) CT pairs. Pure functions.
 
 * :func:`add_gaussian`: white Gaussian noise with sigma in HU.
+* :func:`low_dose_noise`: a fast stand-in for the noise part of
+  :func:`low_dose_pair` (``noisy - clean``), made in the image domain from
+  the same physics: the local noise variance is the back projection of the
+  sinogram variance ``exp(p) / i0`` (on a coarse grid), the texture is the
+  measured noise power spectrum of the FBP, split into angular sectors so
+  that the views that see the most attenuation give the noise its streaky
+  direction. ~0.5 s per 512x512 slice instead of ~12 s.
 * :func:`low_dose_pair`: the physically realistic kind. HU -> linear
   attenuation -> parallel-beam sinogram (``skimage.transform.radon``) ->
   Poisson photon counts for an incident count ``i0`` per detector bin and
@@ -13,9 +20,11 @@ Randomness is explicit: every function takes a ``numpy.random.Generator``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from skimage.transform import iradon, radon
 
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water at ~70 keV, 1/mm
@@ -49,6 +58,15 @@ def _fov(shape: tuple[int, int]) -> np.ndarray:
     n = shape[0]
     yy, xx = np.mgrid[:n, :n] - n // 2
     return yy**2 + xx**2 <= (n // 2) ** 2
+
+
+def field_of_view(shape: tuple[int, int]) -> np.ndarray:
+    """Where a (rows, cols) slice is reconstructed by :func:`reconstruct` and given noise by
+    :func:`low_dose_noise`: the circle inscribed in the square it is padded to, cropped back."""
+    rows, cols = shape
+    n = max(rows, cols)
+    top, left = (n - rows) // 2, (n - cols) // 2
+    return _fov((n, n))[top:top + rows, left:left + cols]
 
 
 @dataclass(frozen=True)
@@ -131,3 +149,111 @@ def low_dose_pair(hu: np.ndarray, *, i0: float, pixel_spacing_mm: float,
     proj = project(hu, pixel_spacing_mm=pixel_spacing_mm, n_views=n_views)
     noisy = reconstruct(proj, noisy_line_integrals(proj, i0=i0, rng=rng))
     return noisy, reconstruct(proj, proj.line_integrals)
+
+
+NOISE_SECTORS = 8  # angular sectors of the fast noise's texture (the direction of its streaks)
+NOISE_COARSE = 4  # the variance map is projected and back-projected on a grid this many times coarser
+
+
+@functools.lru_cache(maxsize=4)
+def _fbp_noise_spectrum(n: int, n_views: int) -> tuple[float, np.ndarray]:
+    """The FBP (``iradon``, ramp) of unit-variance white sinogram noise on an ``n`` x ``n`` grid:
+    its SD (in line-integral units) and its radial amplitude spectrum, sampled at ``n`` radii
+    0..0.5 cycles/pixel and normalized to unit mean power over the 2-D frequency grid."""
+    rng = np.random.default_rng(20260)
+    theta = np.linspace(0.0, 180.0, n_views, endpoint=False)
+    image = iradon(rng.standard_normal((n, n_views)), theta, circle=True, filter_name="ramp")
+    half = max(8, int(n / (2 * np.sqrt(2))))  # the largest square well inside the reconstruction circle
+    c = n // 2
+    crop = image[c - half:c + half, c - half:c + half]
+    power = np.abs(np.fft.fft2(crop - crop.mean())) ** 2
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(crop.shape[0]), np.fft.fftfreq(crop.shape[1]), indexing="ij"))
+    edges = np.linspace(0.0, np.sqrt(0.5), 48)
+    which = np.clip(np.digitize(f.ravel(), edges) - 1, 0, len(edges) - 2)
+    counts = np.bincount(which, minlength=len(edges) - 1)
+    mean = np.bincount(which, power.ravel(), minlength=len(edges) - 1) / np.maximum(counts, 1)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    keep = counts > 0
+    radii = np.linspace(0.0, np.sqrt(0.5), n)
+    profile = np.sqrt(np.maximum(np.interp(radii, centres[keep], mean[keep]), 0.0))
+    return float(crop.std()), profile
+
+
+def low_dose_noise(hu: np.ndarray, *, i0: float, pixel_spacing_mm: float, rng: np.random.Generator,
+                   n_views: int = DEFAULT_VIEWS, sectors: int = NOISE_SECTORS,
+                   coarse: int = NOISE_COARSE) -> np.ndarray:
+    """A fast realization of the noise a low-dose scan of ``hu`` at ``i0`` adds.
+
+    Parameters
+    ----------
+    hu : (H, W) array
+        The slice in HU (non-square slices are padded with air, as for :func:`project`).
+    i0 : float
+        Incident photons per detector bin and view, as for :func:`low_dose_pair`.
+    pixel_spacing_mm : float
+        Pixel size in mm.
+    rng : numpy.random.Generator
+    n_views : int
+        The views of the simulated acquisition (sets the noise level per ``i0``).
+    sectors : int
+        Angular sectors of the texture (1: isotropic noise).
+    coarse : int
+        Downsampling of the grid on which the variance map is computed.
+
+    Returns
+    -------
+    (H, W) float32 array, HU
+        Zero-mean noise, 0 outside the reconstructed field of view. Its local
+        SD and its noise power spectrum follow ``low_dose_pair(...)[0] -
+        low_dose_pair(...)[1]`` (within ~10 % on chest CT), at ~1/20 of the cost.
+
+    Notes
+    -----
+    FBP noise is linear in the sinogram noise. The variance of a line integral
+    is ``exp(p) / i0`` (the -log of a Poisson count), so the variance at a pixel
+    is the mean, over the views, of that variance along the rays through it,
+    times the FBP's gain for white noise (:func:`_fbp_noise_spectrum`). Views
+    contribute along their own direction of the 2-D spectrum (the Fourier slice
+    theorem), so each angular sector of the spectrum gets the variance of its
+    own views.
+    """
+    if not np.isfinite(i0) or i0 <= 0:
+        raise ValueError(f"i0 (incident photons) must be > 0, got {i0}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("rng must be a numpy.random.Generator (np.random.default_rng(seed))")
+    hu = np.asarray(hu, dtype=np.float32)
+    if hu.ndim != 2:
+        raise ValueError(f"low-dose noise takes one 2-D slice, got shape {hu.shape}")
+    if not np.isfinite(pixel_spacing_mm) or pixel_spacing_mm <= 0:
+        raise ValueError(f"pixel_spacing_mm must be > 0, got {pixel_spacing_mm}")
+    rows, cols = hu.shape
+    n = max(rows, cols)
+    padded = np.full((n, n), -1000.0, dtype=np.float32)
+    top, left = (n - rows) // 2, (n - cols) // 2
+    padded[top:top + rows, left:left + cols] = hu
+    fov = _fov((n, n))
+    small = ndimage.zoom(hu_to_mu(padded) * fov, 1.0 / coarse, order=1)
+    small = small * _fov(small.shape)
+    views = max(4 * sectors, n_views // coarse)
+    theta = np.linspace(0.0, 180.0, views, endpoint=False)
+    variance = np.exp(radon(small, theta, circle=True) * pixel_spacing_mm * coarse) / i0
+    unit_sd, profile = _fbp_noise_spectrum(n, n_views)
+    fr, fc = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij")
+    radius = np.hypot(fr, fc)
+    amplitude = np.interp(radius, np.linspace(0.0, np.sqrt(0.5), n), profile)
+    amplitude /= np.sqrt(np.mean(amplitude ** 2))
+    # a view at angle t measures along the detector direction (cos t, -sin t) in (col, row) terms
+    angle = np.mod(np.degrees(np.arctan2(-fr, fc)), 180.0)
+    white = np.fft.fft2(rng.standard_normal((n, n)))
+    out = np.zeros((n, n))
+    for s in range(sectors):
+        lo, hi = 180.0 * s / sectors, 180.0 * (s + 1) / sectors
+        in_sector = (angle >= lo) & (angle < hi)
+        share = np.count_nonzero(in_sector) / in_sector.size
+        field = np.real(np.fft.ifft2(white * amplitude * in_sector)) / np.sqrt(share)
+        views_s = (theta >= lo) & (theta < hi)
+        mean_var = iradon(variance[:, views_s], theta[views_s], circle=True, filter_name=None) * (2.0 / np.pi)
+        mean_var = ndimage.zoom(np.maximum(mean_var, 0.0), n / mean_var.shape[0], order=1)[:n, :n]
+        out += np.sqrt(mean_var * (np.count_nonzero(views_s) / views)) * field
+    hu_noise = (1000.0 * unit_sd / (MU_WATER_PER_MM * pixel_spacing_mm)) * out * fov
+    return hu_noise[top:top + rows, left:left + cols].astype(np.float32)

@@ -1,12 +1,26 @@
 """Job: adapt a model to one noisy series with no clean reference (``ct-denoise adapt``).
 
-Self-supervised neighbour-slice training (:mod:`denoise.adaptation`),
-starting from the bundled model (or ``--from``), for ``--minutes`` or
-``--epochs``. The run folder (``<out>.run`` unless ``run_dir`` is given) is
+Self-supervised training (:mod:`denoise.adaptation`), starting from the
+bundled model (or ``--from``), for ``--minutes`` or ``--epochs``, by one of
+two methods:
+
+* ``noise2sim-neighbour-slices`` (the default): slice k -> slice k+-d. It
+  needs nothing but the series, and removes all the noise it can tell from
+  anatomy, the scan's own included.
+* ``recorrupted-low-dose`` (with ``noise_sd`` or ``dose_i0``): the user says
+  what noise is to be removed, as the SD in HU that a low-dose protocol adds
+  over the standard one (sqrt(SD_low^2 - SD_standard^2), as measured in
+  soft tissue or a water phantom), or as the photon count of
+  ``ct-denoise noise --dose``. Pairs are recorrupted with fresh realizations
+  of that noise (:func:`denoise.noise.low_dose_noise`), so the model removes
+  that noise and keeps the texture beneath it; no neighbours are needed, so
+  thick slices are accepted too.
+
+The run folder (``<out>.run`` unless ``run_dir`` is given) is
 self-describing and resumable, as ``train`` writes it::
 
     RUN/config.toml          what was asked: series, budget, seed, patch settings
-    RUN/log.csv, log.json    one row per epoch (loss, neighbour validation loss, speed, time)
+    RUN/log.csv, log.json    one row per epoch (loss, validation loss, speed, time)
     RUN/checkpoints/last.*   weights + Adam moments + RNG state + time spent, every epoch
     RUN/progress/epoch_*.npy the middle slice denoised after each epoch
     RUN/progress.gif         that slice before | after, per epoch
@@ -18,10 +32,13 @@ started from.
 
 Refused with a one-line reason (UsageError, exit 2) before anything is written:
 no CT series, several series without ``series``, fewer than 3 slices,
-multi-frame files, unknown, uneven or duplicate slice positions, slices more
-than :data:`MAX_SPACING_MM` apart (neighbours no longer share anatomy: adapt
-a thinner reconstruction of the same scan instead), and a ``--from`` model
-that does not load.
+multi-frame files, slices of different sizes, a ``--from`` model that does
+not load; for the neighbour method also unknown, uneven or duplicate slice
+positions and slices more than :data:`MAX_SPACING_MM` apart (neighbours no
+longer share anatomy: adapt a thinner reconstruction of the same scan, or
+state the noise with ``--noise-sd`` and use the recorrupted method); for the
+recorrupted one no PixelSpacing, and (``--noise-sd``) no uniform soft tissue
+to calibrate the noise on.
 """
 
 from __future__ import annotations
@@ -30,6 +47,7 @@ import copy
 import datetime as _dt
 import functools
 import hashlib
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -37,9 +55,18 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from scipy import ndimage
 
 from denoise import __version__
-from denoise.adaptation import NeighbourPairs, PairConfig, masked_mse_loss, neighbour_offsets, similarity_mask
+from denoise.adaptation import (
+    ALPHA,
+    NeighbourPairs,
+    PairConfig,
+    RecorruptedPairs,
+    masked_mse_loss,
+    neighbour_offsets,
+    similarity_mask,
+)
 from denoise.atomic import write_text
 from denoise.batch import UsageError
 from denoise.conditioning import blind_input
@@ -50,14 +77,27 @@ from denoise.dicom.scan import Series, scan
 from denoise.inference import Denoiser
 from denoise.nn import Adam, DataParallel, ModelFileError, load_model, save_model
 from denoise.nn.serialize import model_paths
+from denoise.noise import field_of_view, low_dose_noise
+from denoise.quality.noise_level import WINDOW_MM, NoUniformRegion, noise_sd, soft_tissue_centres, window_pixels
 from denoise.report import ProgressFrame, progress_gif, training_curves
 from pipelines.train import save_progress_frame, write_log
 
 METHOD = "noise2sim-neighbour-slices"
+RECORRUPTED = "recorrupted-low-dose"
+DESCRIPTIONS = {
+    METHOD: "self-supervised: slice k -> slice k+-d of the same series (neighbours within 1.6 mm), pixels whose "
+            "7x7 local means differ by more than 30 HU left out of the loss (after Noise2Sim)",
+    RECORRUPTED: "self-supervised with a stated noise model: y + a*m -> y - m/a for fresh realizations m of the "
+                 "low-dose noise to remove (recorrupted-to-recorrupted, a = 0.5); the texture beneath that noise "
+                 "is kept",
+}
+I0_REFERENCE = 1e5  # photons at which the noise is simulated to calibrate --noise-sd
 MAX_SPACING_MM = 3.0
 MIN_SLICES = 3
 STEPS_PER_EPOCH = 25
-LR = 1e-4
+LR = 1e-4  # neighbour pairs
+LR_RECORRUPTED = 3e-4  # recorrupted pairs: noisier targets, measured better at 3e-4 than at 1e-4 (see README)
+REFRESH = 1 / 8  # recorrupted pairs: share of the slice bank given new noise each epoch
 DEFAULT_MINUTES = 5.0
 
 
@@ -74,7 +114,47 @@ def _series_label(series: Series) -> str:
     return hashlib.sha256(series.uid.encode()).hexdigest()[:12]
 
 
-def select_series(root: Path, choice: str | None) -> Series:
+@dataclass(frozen=True)
+class NoiseModel:
+    """The noise the recorrupted method removes: low-dose noise at ``i0`` photons per bin and view
+    (``denoise.noise.low_dose_noise``); ``sd_hu`` is what the user stated, when they stated an SD."""
+
+    i0: float
+    sd_hu: float | None = None
+    alpha: float = ALPHA
+
+    def realize(self, spacing_mm: float):
+        def noise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            return low_dose_noise(hu, i0=self.i0, pixel_spacing_mm=spacing_mm, rng=rng)
+        return noise
+
+    def to_dict(self) -> dict:
+        return {"kind": "low-dose", "i0": self.i0, "sd_hu": self.sd_hu, "alpha": self.alpha}
+
+
+def calibrate_i0(slices: list[np.ndarray], pixel_spacing: tuple[float, float], sd_hu: float,
+                 rng: np.random.Generator) -> float:
+    """The photon count at which :func:`denoise.noise.low_dose_noise` adds noise of ``sd_hu`` HU to
+    these slices, measured as ``qa`` measures noise (the mode of 6 mm local SDs in uniform soft
+    tissue, Christianson et al.), at the soft-tissue windows of the slices themselves."""
+    spacing = float(np.mean(pixel_spacing))
+    measured = []
+    for hu in slices:
+        try:
+            size = window_pixels(pixel_spacing, WINDOW_MM)
+            inside = ndimage.minimum_filter(field_of_view(hu.shape).astype(np.uint8), size=size, mode="constant")
+            centres = soft_tissue_centres(hu, pixel_spacing) & inside.astype(bool)
+            m = low_dose_noise(hu, i0=I0_REFERENCE, pixel_spacing_mm=spacing, rng=rng)
+            measured.append(noise_sd(m, pixel_spacing, centres=centres))
+        except NoUniformRegion:
+            continue
+    if not measured:
+        raise UsageError("--noise-sd: no uniform soft tissue in the series to calibrate the noise on; give "
+                         "--dose I0 (photons, as ct-denoise noise --dose takes) instead")
+    return float(I0_REFERENCE * (float(np.median(measured)) / sd_hu) ** 2)
+
+
+def select_series(root: Path, choice: str | None, *, neighbours: bool = True) -> Series:
     """The one series to adapt to, checked for neighbour training (UsageError otherwise)."""
     if not root.exists():
         raise UsageError(f"{root}: no such file or folder")
@@ -94,16 +174,22 @@ def select_series(root: Path, choice: str | None) -> Series:
                          "(1..{0}, in the order ct-denoise info lists them)".format(len(result.series)))
     else:
         series = result.series[0]
-    check_series(series)
+    check_series(series, neighbours=neighbours)
     return series
 
 
-def check_series(series: Series) -> None:
+def check_series(series: Series, *, neighbours: bool = True) -> None:
     if any(f.n_frames > 1 for f in series.files):
         raise UsageError("multi-frame (Enhanced CT) series: adapt needs single-frame slices")
     if len(series.files) < MIN_SLICES:
-        raise UsageError(f"series has {len(series.files)} slice(s): neighbour-slice adaptation needs at "
-                         f"least {MIN_SLICES}")
+        what = "neighbour-slice adaptation" if neighbours else "adaptation"
+        raise UsageError(f"series has {len(series.files)} slice(s): {what} needs at least {MIN_SLICES}")
+    if len({(f.rows, f.columns) for f in series.files}) > 1:
+        raise UsageError("slices of different sizes in one series")
+    if not neighbours:
+        if any(f.pixel_spacing is None for f in series.files):
+            raise UsageError("no PixelSpacing: the low-dose noise model needs the pixel size")
+        return
     if any(f.position is None for f in series.files):
         raise UsageError("slice positions are unknown (no ImagePositionPatient/ImageOrientationPatient): "
                          "neighbours cannot be found")
@@ -113,9 +199,16 @@ def check_series(series: Series) -> None:
     spacing = series.slice_spacing or 0.0
     if spacing > MAX_SPACING_MM:
         raise UsageError(f"slices are {spacing:.3g} mm apart: too far for neighbour similarity (at most "
-                         f"{MAX_SPACING_MM:g} mm); adapt a thinner reconstruction of the same scan")
-    if len({(f.rows, f.columns) for f in series.files}) > 1:
-        raise UsageError("slices of different sizes in one series")
+                         f"{MAX_SPACING_MM:g} mm); adapt a thinner reconstruction of the same scan, or state "
+                         "the noise to remove with --noise-sd")
+
+
+def _saved_config(last: Path) -> dict:
+    """The config a run's checkpoint was saved with (its JSON side; the weights are loaded later)."""
+    try:
+        return json.loads(model_paths(last)[1].read_text())["metadata"]["config"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{model_paths(last)[1]}: not a readable adapt checkpoint ({exc})") from exc
 
 
 def load_start_model(path) -> Denoiser:
@@ -135,13 +228,25 @@ def series_record(series: Series) -> dict:
             "manufacturer": str(head.get("Manufacturer", "") or ""), "kernel": kernel}
 
 
-def _validation(series: Series, read) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Three fixed neighbour pairs (a quarter, half and three quarters in): slices and masks."""
+def _validation_slices(n: int) -> list[int]:
+    """A quarter, half and three quarters in."""
+    return sorted({n // 4, n // 2, (3 * n) // 4})
+
+
+def _validation(series: Series, read, noise=None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Three fixed (input, target, mask) pairs, HU: neighbour pairs with their masks, or (with
+    ``noise``, the recorrupted method) each slice recorrupted with one fixed noise realization."""
     n = len(series.files)
     out = []
-    for c in sorted({n // 4, n // 2, (3 * n) // 4}):
+    rng = np.random.default_rng(20261201)
+    for c in _validation_slices(n):
+        a = read(c)
+        if noise is not None:
+            m = noise(a, rng)
+            out.append((a + ALPHA * m, a - m / ALPHA, np.ones_like(a)))
+            continue
         d = c + 1 if c + 1 < n else c - 1
-        a, b = read(c), read(d)
+        b = read(d)
         out.append((a, b, similarity_mask(a, b)))
     return out
 
@@ -158,10 +263,18 @@ def _val_loss(den: Denoiser, pairs) -> float:
 
 def run(series_dir, out, *, from_model=None, minutes: float | None = None, epochs: int | None = None,
         seed: int = 0, resume: bool = False, run_dir=None, series: str | None = None,
-        show_progress: bool = True, pair_config: PairConfig | None = None) -> AdaptResult:
-    """Adapt to the series under ``series_dir`` and write the model ``out``; see the module docstring."""
+        show_progress: bool = True, pair_config: PairConfig | None = None, noise_sd: float | None = None,
+        dose_i0: float | None = None) -> AdaptResult:
+    """Adapt to the series under ``series_dir`` and write the model ``out``; see the module docstring.
+    ``noise_sd`` (HU) or ``dose_i0`` (photons) choose the recorrupted method."""
     if minutes is not None and epochs is not None:
         raise UsageError("give --minutes or --epochs, not both")
+    if noise_sd is not None and dose_i0 is not None:
+        raise UsageError("give --noise-sd or --dose, not both")
+    if noise_sd is not None and not (math.isfinite(noise_sd) and noise_sd > 0):
+        raise UsageError(f"--noise-sd must be > 0 HU, got {noise_sd}")
+    if dose_i0 is not None and not (math.isfinite(dose_i0) and dose_i0 > 0):
+        raise UsageError(f"--dose must be > 0 photons, got {dose_i0}")
     if epochs is not None and epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {epochs}")
     if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
@@ -174,23 +287,58 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
         raise UsageError(f"{run_dir}: no checkpoint to resume (checkpoints/last.npz missing)")
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise UsageError(f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
-    picked = select_series(Path(series_dir), series)
+    stated = noise_sd is not None or dose_i0 is not None
+    saved = _saved_config(last) if resume else None
+    if saved is not None and saved["adapt"].get("method") == RECORRUPTED:
+        before = saved["noise"]
+        if stated and (noise_sd != before.get("sd_hu") if noise_sd is not None else dose_i0 != before["i0"]):
+            was = f"--noise-sd {before['sd_hu']:g}" if before.get("sd_hu") is not None else f"--dose {before['i0']:g}"
+            raise UsageError(f"{run_dir} was started with {was}; resume it with the same (or no) noise option")
+        noise_sd, dose_i0 = before.get("sd_hu"), before["i0"]
+        stated = True
+    method = RECORRUPTED if stated else METHOD
+    if saved is not None and saved["adapt"].get("method", METHOD) != method:
+        raise UsageError(f"{run_dir} was started with the {saved['adapt'].get('method', METHOD)} method; resume it "
+                         "with the same noise options or choose another --out")
+    picked = select_series(Path(series_dir), series, neighbours=method == METHOD)
     den = load_start_model(from_model)
     start_meta = copy.deepcopy(den.metadata)
     pcfg = pair_config or PairConfig(offsets=neighbour_offsets(picked.slice_spacing))
     if not asked and not resume:
         minutes = DEFAULT_MINUTES
-    config = {"adapt": {"method": METHOD, "series_dir": str(series_dir), "series": _series_label(picked),
+    paths = [f.path for f in picked.files]
+
+    def read(index: int) -> np.ndarray:
+        return load_ct(paths[index]).hu[0]
+
+    model_of_noise = None
+    if method == RECORRUPTED:
+        if saved is not None:
+            model_of_noise = NoiseModel(i0=saved["noise"]["i0"], sd_hu=saved["noise"].get("sd_hu"))
+        elif dose_i0 is not None:
+            model_of_noise = NoiseModel(i0=float(dose_i0))
+        else:
+            spacing = picked.files[0].pixel_spacing
+            i0 = calibrate_i0([read(k) for k in _validation_slices(len(paths))], spacing, float(noise_sd),
+                              np.random.default_rng([seed, 7]))
+            model_of_noise = NoiseModel(i0=i0, sd_hu=float(noise_sd))
+    config = {"adapt": {"method": method, "series_dir": str(series_dir), "series": _series_label(picked),
                         "from_model": den.model_id, "minutes": minutes, "epochs": epochs, "seed": seed,
-                        "lr": LR, "steps_per_epoch": STEPS_PER_EPOCH, "offsets": list(pcfg.offsets)},
+                        "lr": LR if method == METHOD else LR_RECORRUPTED, "steps_per_epoch": STEPS_PER_EPOCH},
               "pairs": asdict(pcfg)}
+    if method == METHOD:
+        config["adapt"]["offsets"] = list(pcfg.offsets)
+    else:
+        config["noise"] = model_of_noise.to_dict()
     rng = np.random.default_rng(seed)
-    optimizer = Adam(den.model.parameters(), lr=LR)
+    lr = config["adapt"]["lr"]
+    optimizer = Adam(den.model.parameters(), lr=lr)
     epoch, step, seconds, rows = 0, 0, 0.0, []
     if resume:
         model, meta, opt_state = load_model(last)
         den.model = model
-        optimizer = Adam(model.parameters(), lr=LR)
+        lr = meta["config"]["adapt"].get("lr", LR)
+        optimizer = Adam(model.parameters(), lr=lr)
         if opt_state is not None:
             optimizer.load_state_dict(opt_state)
         if meta["config"]["adapt"]["series"] != _series_label(picked):
@@ -202,13 +350,14 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
             minutes, epochs = meta["config"]["adapt"]["minutes"], meta["config"]["adapt"]["epochs"]
         config = meta["config"]
         config["adapt"].update(minutes=minutes, epochs=epochs)
-    paths = [f.path for f in picked.files]
-
-    def read(index: int) -> np.ndarray:
-        return load_ct(paths[index]).hu[0]
-
-    pairs = NeighbourPairs(len(paths), read, den.window, pcfg, rng)
-    val_pairs = _validation(picked, read)
+    if model_of_noise is None:
+        pairs = NeighbourPairs(len(paths), read, den.window, pcfg, rng)
+        val_pairs = _validation(picked, read)
+    else:
+        noise = model_of_noise.realize(float(np.mean(picked.files[0].pixel_spacing)))
+        pairs = RecorruptedPairs(len(paths), read, noise, den.window, pcfg, rng, alpha=model_of_noise.alpha,
+                                 refresh=REFRESH)
+        val_pairs = _validation(picked, read, noise)
     shown = read(len(paths) // 2)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.toml", to_toml({name: {k: v for k, v in table.items() if v is not None}
@@ -228,7 +377,7 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
             step += len(losses)
             train_s = time.perf_counter() - t0
             row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
-                   "val_loss": _val_loss(den, val_pairs), "lr": LR,
+                   "val_loss": _val_loss(den, val_pairs), "lr": lr,
                    "patches_per_s": len(losses) * pcfg.batch / train_s}
             save_progress_frame(run_dir, epoch, den(shown))
             seconds += time.perf_counter() - t0
@@ -240,7 +389,7 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
                 "step": step, "seconds": seconds, "rng_state": rng.bit_generator.state, "config": config,
                 "log": rows, "start_metadata": start_meta})
             progress.remove_task(task)
-            progress.console.print(f"epoch {epoch}: loss {row['train_loss']:.3e}  neighbour val loss "
+            progress.console.print(f"epoch {epoch}: loss {row['train_loss']:.3e}  val loss "
                                    f"{row['val_loss']:.3e}  {row['patches_per_s']:.0f} patches/s  "
                                    f"{seconds / 60:.1f} min", highlight=False)
     _render(run_dir, rows, shown)
@@ -286,6 +435,14 @@ def _render(run_dir: Path, rows: list[dict], shown: np.ndarray) -> None:
 def _model_metadata(out: Path, start: dict, config: dict, series: Series, rows: list[dict], seconds: float,
                     seed: int) -> dict:
     adapt = config["adapt"]
+    method = adapt.get("method", METHOD)
+    noise = config.get("noise")
+    options = ""
+    if noise is not None:
+        options = f" --noise-sd {noise['sd_hu']:g}" if noise.get("sd_hu") is not None else f" --dose {noise['i0']:g}"
+    record = {"method": method, "description": DESCRIPTIONS[method]}
+    if noise is not None:
+        record["noise_model"] = noise
     return {
         "name": out.name,
         "kind": "ct-denoise model",
@@ -294,9 +451,7 @@ def _model_metadata(out: Path, start: dict, config: dict, series: Series, rows: 
         "normalization": start["normalization"],
         "noise": {**(start.get("noise") or {}), "blind": True},
         "adaptation": {
-            "method": METHOD,
-            "description": "self-supervised: slice k -> slice k+-1..2 of the same series, pixels whose 7x7 "
-                           "local means differ by more than 30 HU left out of the loss (after Noise2Sim)",
+            **record,
             "series": series_record(series),
             "from_model": adapt["from_model"],
             "epochs": rows[-1]["epoch"] if rows else 0,
@@ -304,13 +459,13 @@ def _model_metadata(out: Path, start: dict, config: dict, series: Series, rows: 
             "seconds": round(seconds, 1),
             "seed": seed,
             "final_train_loss": rows[-1]["train_loss"] if rows else None,
-            "final_neighbour_val_loss": rows[-1]["val_loss"] if rows else None,
+            "final_val_loss": rows[-1]["val_loss"] if rows else None,
         },
         "adapted_from": {key: start.get(key) for key in ("name", "training", "validation", "reproduce")
                          if key in start},
         "reproduce": [f"ct-denoise adapt SERIES_DIR --out {out.name} --epochs {rows[-1]['epoch'] if rows else 0} "
-                      f"--seed {seed}" + (f" --from {adapt['from_model']}" if not adapt["from_model"].startswith(
-                          "default_ct@") else "")],
+                      f"--seed {seed}{options}" + ("" if adapt["from_model"].startswith("default_ct@")
+                                                    else f" --from {adapt['from_model']}")],
     }
 
 

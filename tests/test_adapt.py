@@ -187,3 +187,147 @@ def test_neighbours_are_chosen_within_1_6_mm():
     assert neighbour_offsets(0.5) == (-3, -2, -1, 1, 2, 3)
     assert neighbour_offsets(2.5) == (-1, 1)  # always the nearest ones
     assert neighbour_offsets(None) == (-1, 1)
+
+
+# ------------------------------------------------------------------ the recorrupted method
+
+def _ellipse(rows: int = 128, *, semi_axes_px=(30.0, 55.0)) -> np.ndarray:
+    """A water ellipse (wider than tall) in air: lateral rays cross more of it than vertical ones."""
+    yy, xx = np.mgrid[:rows, :rows] - rows / 2
+    return np.where((yy / semi_axes_px[0]) ** 2 + (xx / semi_axes_px[1]) ** 2 <= 1, 0.0, -1000.0).astype(np.float32)
+
+
+def _directional_power(noise: np.ndarray) -> tuple[float, float]:
+    """Mean noise power along the column and the row frequency axes (central 64 x 64, mid band)."""
+    crop = noise[32:96, 32:96]
+    power = np.abs(np.fft.fft2(crop - crop.mean())) ** 2
+    f = np.fft.fftfreq(64)
+    fr, fc = np.meshgrid(f, f, indexing="ij")
+    band = (np.hypot(fr, fc) > 0.1) & (np.hypot(fr, fc) < 0.4)
+    along_cols = band & (np.abs(fr) < 0.4 * np.abs(fc))
+    along_rows = band & (np.abs(fc) < 0.4 * np.abs(fr))
+    return float(power[along_cols].mean()), float(power[along_rows].mean())
+
+
+def test_fast_low_dose_noise_follows_the_projection_simulation():
+    """The image-domain noise has the exact simulation's local SD (centre and edge of an ellipse)
+    and the direction of its streaks, and scales as 1/sqrt(I0)."""
+    from denoise.noise import field_of_view, low_dose_noise, low_dose_pair
+
+    hu = _ellipse()
+    rng = np.random.default_rng(0)
+    exact = [np.subtract(*low_dose_pair(hu, i0=2e4, pixel_spacing_mm=1.5, rng=rng)) for _ in range(3)]
+    fast = [low_dose_noise(hu, i0=2e4, pixel_spacing_mm=1.5, rng=rng) for _ in range(3)]
+
+    def rms(fields, rows, cols):
+        return float(np.sqrt(np.mean([f[rows, cols] ** 2 for f in fields])))
+
+    for rows, cols in ((slice(54, 74), slice(54, 74)), (slice(54, 74), slice(14, 30)), (slice(40, 50), slice(54, 74))):
+        assert rms(fast, rows, cols) == pytest.approx(rms(exact, rows, cols), rel=0.15)
+    ex_cols, ex_rows = np.mean([_directional_power(f) for f in exact], axis=0)
+    fa_cols, fa_rows = np.mean([_directional_power(f) for f in fast], axis=0)
+    assert (ex_cols > ex_rows) == (fa_cols > fa_rows) and abs(np.log(fa_cols / fa_rows)) > 0.5 * abs(
+        np.log(ex_cols / ex_rows))
+    quieter = low_dose_noise(hu, i0=8e4, pixel_spacing_mm=1.5, rng=np.random.default_rng(5))
+    assert rms([quieter], slice(54, 74), slice(54, 74)) == pytest.approx(rms(fast, slice(54, 74), slice(54, 74)) / 2,
+                                                                         rel=0.15)
+    assert not fast[0][~field_of_view(hu.shape)].any()
+    with pytest.raises(ValueError, match="i0"):
+        low_dose_noise(hu, i0=0, pixel_spacing_mm=1.0, rng=rng)
+
+
+def test_recorrupted_pairs_known_answer():
+    """Input y + a m and target y - m / a: their a^2-weighted mean is y, their difference (a + 1/a) m
+    (m taken with either sign);
+    the bank is partly refreshed each epoch and never swaps input and target."""
+    from denoise.adaptation import RecorruptedPairs
+
+    window = HUWindow(-1000, 1000, 0.5)
+    reads = []
+
+    def read(i):
+        reads.append(i)
+        return np.full((96, 96), 10.0 * i, np.float32)
+
+    def noise(hu, rng):
+        return np.full(hu.shape, 8.0, np.float32)
+
+    cfg = PairConfig(patch=32, batch=8, pairs_per_epoch=6)
+    pairs = RecorruptedPairs(40, read, noise, window, cfg, np.random.default_rng(0), alpha=0.5)
+    assert len(reads) == 6
+    pairs.new_epoch()
+    assert len(reads) == 8 and len(pairs.a) == 6  # a third replaced
+    x, target = pairs.batch(_Plain())
+    inp, out = window.to_hu(x[..., 0]), window.to_hu(target[..., 0])
+    np.testing.assert_allclose(np.abs(inp - out), (0.5 + 2.0) * 8.0, atol=1e-3)  # +-m: both signs are drawn
+    assert (inp - out > 0).any() and (inp - out < 0).any()
+    y = (inp + 0.25 * out) / 1.25
+    np.testing.assert_allclose(y / 10.0, np.round(y / 10.0), atol=1e-3)  # a slice's value, 10 * index
+    assert (target[..., 1] == 1).all()
+
+
+def test_calibration_finds_the_photons_for_a_stated_sd():
+    from denoise.noise import low_dose_noise
+    from denoise.quality.noise_level import noise_sd, soft_tissue_centres
+    from pipelines.adapt import calibrate_i0
+
+    hu = _ellipse(160, semi_axes_px=(60.0, 75.0)) + 40.0 * (_ellipse(160, semi_axes_px=(60.0, 75.0)) == 0)
+    i0 = calibrate_i0([hu], (1.0, 1.0), 15.0, np.random.default_rng(0))
+    m = low_dose_noise(hu, i0=i0, pixel_spacing_mm=1.0, rng=np.random.default_rng(1))
+    centres = soft_tissue_centres(hu, (1.0, 1.0)) & (np.hypot(*np.mgrid[-80:80, -80:80]) < 70)
+    assert noise_sd(m, (1.0, 1.0), centres=centres) == pytest.approx(15.0, rel=0.1)
+    from denoise.batch import UsageError
+    with pytest.raises(UsageError, match="no uniform soft tissue"):
+        calibrate_i0([np.full((64, 64), -1000.0, np.float32)], (1.0, 1.0), 15.0, np.random.default_rng(0))
+
+
+def test_adapt_with_a_stated_noise_writes_a_recorrupted_model(noisy_series, tmp_path):
+    res = invoke("adapt", noisy_series, "--out", tmp_path / "r2r", "--epochs", 1, "--noise-sd", 15, "--quiet")
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "r2r.json").read_text())["metadata"]["adaptation"]
+    assert record["method"] == "recorrupted-low-dose"
+    assert record["noise_model"]["sd_hu"] == 15 and record["noise_model"]["i0"] > 0
+    assert "--noise-sd 15" in json.loads((tmp_path / "r2r.json").read_text())["metadata"]["reproduce"][0]
+    # resume keeps the method and its noise without being told again
+    res = invoke("adapt", noisy_series, "--out", tmp_path / "r2r", "--epochs", 2, "--resume", "--quiet")
+    assert res.exit_code == 0, res.output
+    again = json.loads((tmp_path / "r2r.json").read_text())["metadata"]["adaptation"]
+    assert again["epochs"] == 2 and again["noise_model"] == record["noise_model"]
+    for other in (("--noise-sd", 20), ()):  # another noise, or no noise option on a neighbour run: refused
+        target = tmp_path / ("r2r" if other else "plain")
+        if not other:
+            assert invoke("adapt", noisy_series, "--out", target, "--epochs", 1, "--quiet").exit_code == 0
+            other = ("--dose", 1e5)
+        res = invoke("adapt", noisy_series, "--out", target, "--epochs", 3, "--resume", "--quiet", *other)
+        assert res.exit_code == 2 and "was started with" in res.output, res.output
+    res = invoke("denoise", noisy_series, tmp_path / "out", "--model", tmp_path / "r2r")
+    assert res.exit_code == 0 and "6 written" in res.output, res.output
+
+
+def test_thick_slices_need_a_stated_noise(tmp_path):
+    _thick(tmp_path / "in")
+    res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "m", "--epochs", 1, "--quiet")
+    assert res.exit_code == 2 and "--noise-sd" in res.output, res.output
+    res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "m", "--epochs", 1, "--dose", 2e4, "--quiet")
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "m.json").read_text())["metadata"]["adaptation"]
+    assert record["noise_model"]["i0"] == 2e4 and record["noise_model"]["sd_hu"] is None
+
+
+@pytest.mark.parametrize("args, reason", [
+    (("--noise-sd", 10, "--dose", 1e5), "not both"),
+    (("--noise-sd", -3), "--noise-sd must be > 0"),
+    (("--dose", 0), "--dose must be > 0"),
+])
+def test_bad_noise_options_are_refused(noisy_series, tmp_path, args, reason):
+    res = invoke("adapt", noisy_series, "--out", tmp_path / "out" / "m", "--epochs", 1, "--quiet", *args)
+    assert res.exit_code == 2 and reason in res.output, res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_soft_tissue_to_calibrate_on_is_refused(tmp_path):
+    write_noisy_series(tmp_path / "air", 4, image=np.full((64, 64), -1000.0))
+    res = invoke("adapt", tmp_path / "air", "--out", tmp_path / "out" / "m", "--epochs", 1, "--noise-sd", 10,
+                 "--quiet")
+    assert res.exit_code == 2 and "no uniform soft tissue" in res.output, res.output
+    assert not (tmp_path / "out").exists()
