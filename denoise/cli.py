@@ -540,6 +540,8 @@ def adapt(
                          noise_sd=noise_sd, dose_i0=dose)
     except (UsageError, PixelDataError, DeviceError) as exc:
         raise fail(str(exc)) from exc
+    except job.AdaptCheckFailed as exc:
+        raise fail(str(exc), EXIT_PARTIAL) from exc
     out.print(job.summary(result), markup=False)
 
 

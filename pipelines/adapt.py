@@ -101,6 +101,29 @@ REFRESH = 1 / 8  # recorrupted pairs: share of the slice bank given new noise ea
 DEFAULT_MINUTES = 5.0
 
 
+class AdaptCheckFailed(Exception):
+    """The adapted model failed the check on the series (it raised the noise): not exported."""
+
+
+def noise_check(den: Denoiser, slices: list[np.ndarray], pixel_spacing) -> dict:
+    """The noise SD (``qa``'s measure: mode of 6 mm local SDs in uniform soft tissue) of each check
+    slice before and after the model, measured at the same windows; ``passed`` is False when the
+    model raised it on any slice (it then adds texture, not removes noise)."""
+    before, after = [], []
+    for hu in slices:
+        try:
+            centres = soft_tissue_centres(hu, pixel_spacing)
+            sd_in = noise_sd(hu, pixel_spacing, centres=centres)
+            sd_out = noise_sd(den(hu), pixel_spacing, centres=centres)
+        except NoUniformRegion:
+            continue
+        before.append(round(sd_in, 2))
+        after.append(round(sd_out, 2))
+    return {"noise_sd_hu_before": before, "noise_sd_hu_after": after,
+            "passed": all(b >= a for b, a in zip(before, after, strict=True)),
+            "measured": bool(before)}
+
+
 @dataclass
 class AdaptResult:
     model_path: Path
@@ -152,6 +175,32 @@ def calibrate_i0(slices: list[np.ndarray], pixel_spacing: tuple[float, float], s
         raise UsageError("--noise-sd: no uniform soft tissue in the series to calibrate the noise on; give "
                          "--dose I0 (photons, as ct-denoise noise --dose takes) instead")
     return float(I0_REFERENCE * (float(np.median(measured)) / sd_hu) ** 2)
+
+
+STATED_MARGIN = 1.1  # the stated noise may exceed the series' measured noise by this factor, no more
+
+
+def check_stated_noise(slices: list[np.ndarray], pixel_spacing, model: NoiseModel, rng: np.random.Generator) -> None:
+    """Refuse (UsageError) a stated noise larger than the noise the series holds, both measured as
+    ``qa`` measures noise at the series' soft-tissue windows: recorrupted training then learns to
+    subtract noise that is not there, and the model amplifies the texture instead (measured: a
+    13 HU series told 30 HU came out at 23 HU)."""
+    spacing = float(np.mean(pixel_spacing))
+    stated, held = [], []
+    for hu in slices:
+        try:
+            centres = soft_tissue_centres(hu, pixel_spacing)
+            held.append(noise_sd(hu, pixel_spacing, centres=centres))
+            m = low_dose_noise(hu, i0=model.i0, pixel_spacing_mm=spacing, rng=rng)
+            stated.append(noise_sd(m, pixel_spacing, centres=centres & (m != 0)))
+        except NoUniformRegion:
+            continue
+    if not held:
+        return
+    if float(np.median(stated)) > STATED_MARGIN * float(np.median(held)):
+        raise UsageError(f"the stated noise ({np.median(stated):.1f} HU) is more than the series holds "
+                         f"({np.median(held):.1f} HU, as qa measures noise): state the part of it to remove "
+                         "(sqrt(SD_low^2 - SD_standard^2))")
 
 
 def select_series(root: Path, choice: str | None, *, neighbours: bool = True) -> Series:
@@ -322,6 +371,9 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
             i0 = calibrate_i0([read(k) for k in _validation_slices(len(paths))], spacing, float(noise_sd),
                               np.random.default_rng([seed, 7]))
             model_of_noise = NoiseModel(i0=i0, sd_hu=float(noise_sd))
+        if saved is None:
+            check_stated_noise([read(k) for k in _validation_slices(len(paths))], picked.files[0].pixel_spacing,
+                               model_of_noise, np.random.default_rng([seed, 8]))
     config = {"adapt": {"method": method, "series_dir": str(series_dir), "series": _series_label(picked),
                         "from_model": den.model_id, "minutes": minutes, "epochs": epochs, "seed": seed,
                         "lr": LR if method == METHOD else LR_RECORRUPTED, "steps_per_epoch": STEPS_PER_EPOCH},
@@ -393,7 +445,17 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
                                    f"{row['val_loss']:.3e}  {row['patches_per_s']:.0f} patches/s  "
                                    f"{seconds / 60:.1f} min", highlight=False)
     _render(run_dir, rows, shown)
+    spacing = picked.files[0].pixel_spacing
+    check = (noise_check(den, [read(k) for k in _validation_slices(len(paths))], spacing) if spacing
+             else {"measured": False, "passed": True})
+    write_text(run_dir / "check.json", json.dumps(check, indent=2))
+    if not check["passed"]:
+        raise AdaptCheckFailed(
+            f"the adapted model raised the noise on the check slices (noise SD {check['noise_sd_hu_before']} -> "
+            f"{check['noise_sd_hu_after']} HU, as qa measures it): model not written; --resume with more "
+            f"--minutes{', or state a smaller --noise-sd' if method == RECORRUPTED else ''} (run folder {run_dir})")
     metadata = _model_metadata(out, start_meta, config, picked, rows, seconds, seed)
+    metadata["adaptation"]["check"] = check
     model_path = save_model(out, den.model, metadata=metadata)
     return AdaptResult(model_path, run_dir, epoch, seconds, rows)
 

@@ -331,3 +331,37 @@ def test_no_soft_tissue_to_calibrate_on_is_refused(tmp_path):
                  "--quiet")
     assert res.exit_code == 2 and "no uniform soft tissue" in res.output, res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_stated_noise_larger_than_the_series_holds_is_refused(noisy_series, tmp_path):
+    """Recorrupted training told 3x the noise present learns to subtract noise that is not there."""
+    res = invoke("adapt", noisy_series, "--out", tmp_path / "out" / "m", "--epochs", 1, "--noise-sd", 60, "--quiet")
+    assert res.exit_code == 2 and "more than the series holds" in res.output, res.output
+    assert not (tmp_path / "out").exists()
+
+
+class _AddsNoise:
+    def __call__(self, hu):
+        return hu + np.random.default_rng(0).normal(0, 30, hu.shape)
+
+
+def test_the_check_rejects_a_model_that_raises_the_noise():
+    from pipelines.adapt import noise_check
+
+    rng = np.random.default_rng(1)
+    slices = [np.full((64, 64), 40.0) + rng.normal(0, 10, (64, 64)) for _ in range(2)]
+    check = noise_check(_AddsNoise(), slices, (0.7, 0.7))
+    assert check["measured"] and not check["passed"]
+    assert all(a > b for a, b in zip(check["noise_sd_hu_after"], check["noise_sd_hu_before"], strict=True))
+    smooth = noise_check(lambda hu: 0.5 * hu + 0.5 * np.mean(hu), slices, (0.7, 0.7))
+    assert smooth["passed"]
+
+
+def test_a_failed_check_writes_no_model_and_exits_1(noisy_series, tmp_path, monkeypatch):
+    import pipelines.adapt as job
+
+    monkeypatch.setattr(job, "noise_check", lambda den, slices, spacing: {
+        "noise_sd_hu_before": [20.0], "noise_sd_hu_after": [25.0], "passed": False, "measured": True})
+    res = invoke("adapt", noisy_series, "--out", tmp_path / "m", "--epochs", 1, "--quiet")
+    assert res.exit_code == 1 and "raised the noise" in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "m.npz").exists() and (tmp_path / "m.run" / "check.json").is_file()
