@@ -79,19 +79,26 @@ def _simulate(source: Path, out: Path, i0: float, seed: int, stream: int) -> np.
     return clean
 
 
-def supervised(noisy: list[Path], clean: list[np.ndarray], seconds: float, seed: int) -> Denoiser:
+def train_for(pairs, seconds: float, lr: float) -> tuple[Denoiser, int]:
+    """The bundled model trained on ``pairs`` for ``seconds`` of wall time, as ``adapt`` trains (its
+    steps and epochs); the model and the number of steps."""
     den = Denoiser.load(None, ensemble=1)
-    n = len(noisy)
-    pairs = SupervisedPairs(2 * n, lambda i: load_ct(noisy[i]).hu[0] if i < n else clean[i - n], den.window,
-                            PairConfig(mask_hu=1e9, swap=False), np.random.default_rng(seed))
-    optimizer = Adam(den.model.parameters(), lr=adapt.LR)
-    t0 = time.perf_counter()
+    optimizer = Adam(den.model.parameters(), lr=lr)
+    t0, steps = time.perf_counter(), 0
     with DataParallel(den.model) as parallel:
         while time.perf_counter() - t0 < seconds:
-            adapt.train_steps(den.model, parallel, optimizer, pairs, adapt.STEPS_PER_EPOCH,
-                              seconds - (time.perf_counter() - t0))
+            steps += len(adapt.train_steps(den.model, parallel, optimizer, pairs, adapt.STEPS_PER_EPOCH,
+                                           seconds - (time.perf_counter() - t0)))
             pairs.new_epoch()
-    return den
+    return den, steps
+
+
+def supervised(noisy: list[Path], clean: list[np.ndarray], seconds: float, seed: int) -> Denoiser:
+    n = len(noisy)
+    pairs = SupervisedPairs(2 * n, lambda i: load_ct(noisy[i]).hu[0] if i < n else clean[i - n],
+                            Denoiser.load(None).window, PairConfig(mask_hu=1e9, swap=False),
+                            np.random.default_rng(seed))
+    return train_for(pairs, seconds, adapt.LR)[0]
 
 
 def _mean(values) -> float:

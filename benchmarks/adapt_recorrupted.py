@@ -23,7 +23,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -39,23 +38,10 @@ from denoise import metrics  # noqa: E402
 from denoise.adaptation import ALPHA, PairConfig, RecorruptedPairs  # noqa: E402
 from denoise.dicom import load_ct, scan  # noqa: E402
 from denoise.inference import Denoiser  # noqa: E402
-from denoise.nn import Adam, DataParallel  # noqa: E402
 from denoise.noise import low_dose_noise  # noqa: E402
 from pipelines import adapt  # noqa: E402
 
 I0 = 1e5
-
-
-def train(pairs, minutes: float, lr: float) -> tuple[Denoiser, int]:
-    den = Denoiser.load(None, ensemble=1)
-    optimizer = Adam(den.model.parameters(), lr=lr)
-    t0, steps = time.perf_counter(), 0
-    with DataParallel(den.model) as parallel:
-        while time.perf_counter() - t0 < minutes * 60:
-            steps += len(adapt.train_steps(den.model, parallel, optimizer, pairs, adapt.STEPS_PER_EPOCH,
-                                           minutes * 60 - (time.perf_counter() - t0)))
-            pairs.new_epoch()
-    return Denoiser(den.model, den.window, den.metadata, "variant"), steps
 
 
 def main() -> None:
@@ -97,8 +83,9 @@ def main() -> None:
             pairs = RecorruptedPairs(n, noisy.__getitem__, noise, window, cfg, rng,
                                      alpha=float(kw.get("alpha", ALPHA)),
                                      refresh=float(kw.get("refresh", adapt.REFRESH)))
-        den, steps = train(pairs, args.minutes, float(kw.get("lr", adapt.LR_RECORRUPTED)))
-        results[variant] = {"psnr_db": score(den), "steps": steps}
+        den, steps = bench.train_for(pairs, args.minutes * 60, float(kw.get("lr", adapt.LR_RECORRUPTED)))
+        results[variant] = {"psnr_db": score(Denoiser(den.model, den.window, den.metadata, "variant")),
+                            "steps": steps}
         print(variant, results[variant], flush=True)
     print(json.dumps({"series": args.series, "slices": n, "minutes": args.minutes, "results": results}))
 

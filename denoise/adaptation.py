@@ -169,14 +169,19 @@ class NeighbourPairs:
         self.a, self.b = np.stack(a_list), np.stack(b_list)
         self.mask, self.body = np.stack(m_list), np.stack(body_list)
 
-    def batch(self, model) -> tuple[np.ndarray, np.ndarray]:
-        """(network input (N, p, p, C), target (N, p, p, 2): neighbour value, mask)."""
+    def _patches(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Index of a batch of patches into the bank (``self.a[idx]``: (N, p, p))."""
         p, n = self.cfg.patch, self.cfg.batch
         k = self.rng.integers(0, len(self.a), size=n)
         r, c = self._corners(k, p)
         rows = (r[:, None] + np.arange(p))[:, :, None]
         cols = (c[:, None] + np.arange(p))[:, None, :]
-        idx = (k[:, None, None], rows, cols)
+        return k[:, None, None], rows, cols
+
+    def batch(self, model) -> tuple[np.ndarray, np.ndarray]:
+        """(network input (N, p, p, C), target (N, p, p, 2): neighbour value, mask)."""
+        n = self.cfg.batch
+        idx = self._patches()
         swap = (self.rng.random(n) < (0.5 if self.cfg.swap else 0.0))[:, None, None]
         a, b = self.a[idx], self.b[idx]
         xs, ys, ms = augment([np.where(swap, b, a), np.where(swap, a, b), self.mask[idx]], self.rng)
@@ -232,17 +237,14 @@ class RecorruptedPairs(NeighbourPairs):
         self._bank: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.new_epoch()
 
-    def pair_indices(self, count: int) -> list[tuple[int, int]]:
-        return [(int(k), int(k)) for k in self.rng.integers(0, self.n, size=count)]
-
     def new_epoch(self) -> None:
         size = self.cfg.pairs_per_epoch
         keep = size - max(1, int(round(self.refresh * size))) if self._bank else 0
         if keep < len(self._bank):
-            drop = self.rng.choice(len(self._bank), size=len(self._bank) - keep, replace=False)
-            self._bank = [entry for k, entry in enumerate(self._bank) if k not in set(drop.tolist())]
-        for k, _ in self.pair_indices(size - len(self._bank)):
-            y = np.asarray(self.read(k), dtype=np.float32)
+            drop = set(self.rng.choice(len(self._bank), size=len(self._bank) - keep, replace=False).tolist())
+            self._bank = [entry for k, entry in enumerate(self._bank) if k not in drop]
+        for k in self.rng.integers(0, self.n, size=size - len(self._bank)):
+            y = np.asarray(self.read(int(k)), dtype=np.float32)
             if self._bank and y.shape != self._bank[0][0].shape:
                 continue
             m = np.asarray(self.noise(y, self.rng), dtype=np.float32)
@@ -258,12 +260,8 @@ class RecorruptedPairs(NeighbourPairs):
     def batch(self, model) -> tuple[np.ndarray, np.ndarray]:
         """(network input (N, p, p, C), target (N, p, p, 2): recorrupted value, mask of ones). Each
         patch takes its noise realization with a random sign (an equally likely realization)."""
-        p, n = self.cfg.patch, self.cfg.batch
-        k = self.rng.integers(0, len(self.a), size=n)
-        r, c = self._corners(k, p)
-        rows = (r[:, None] + np.arange(p))[:, :, None]
-        cols = (c[:, None] + np.arange(p))[:, None, :]
-        idx = (k[:, None, None], rows, cols)
+        n = self.cfg.batch
+        idx = self._patches()
         y = self.a[idx]
         m = self.m[idx] * self.rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=n)[:, None, None]
         w = self.window

@@ -82,24 +82,29 @@ class Projection:
     crop: tuple[int, int, int, int]  # top, left, rows, cols
 
 
-def project(hu: np.ndarray, *, pixel_spacing_mm: float, n_views: int = DEFAULT_VIEWS) -> Projection:
-    """HU slice -> attenuation -> noiseless sinogram (``radon``)."""
+def _square(hu: np.ndarray, pixel_spacing_mm: float, what: str):
+    """A checked 2-D slice padded with air to a square: (padded, field of view, crop)."""
     hu = np.asarray(hu, dtype=np.float32)
     if hu.ndim != 2:
-        raise ValueError(f"low-dose simulation takes one 2-D slice, got shape {hu.shape}")
+        raise ValueError(f"{what} takes one 2-D slice, got shape {hu.shape}")
     if not np.isfinite(pixel_spacing_mm) or pixel_spacing_mm <= 0:
         raise ValueError(f"pixel_spacing_mm must be > 0, got {pixel_spacing_mm}")
-    if n_views < 2:
-        raise ValueError(f"n_views must be >= 2, got {n_views}")
     rows, cols = hu.shape
     n = max(rows, cols)
     padded = np.full((n, n), -1000.0, dtype=np.float32)
     top, left = (n - rows) // 2, (n - cols) // 2
     padded[top:top + rows, left:left + cols] = hu
-    fov = _fov((n, n))
+    return padded, _fov((n, n)), (top, left, rows, cols)
+
+
+def project(hu: np.ndarray, *, pixel_spacing_mm: float, n_views: int = DEFAULT_VIEWS) -> Projection:
+    """HU slice -> attenuation -> noiseless sinogram (``radon``)."""
+    if n_views < 2:
+        raise ValueError(f"n_views must be >= 2, got {n_views}")
+    padded, fov, crop = _square(hu, pixel_spacing_mm, "low-dose simulation")
     theta = np.linspace(0.0, 180.0, n_views, endpoint=False)
     sino = radon(hu_to_mu(padded) * fov, theta, circle=True) * pixel_spacing_mm
-    return Projection(sino, theta, float(pixel_spacing_mm), padded, fov, (top, left, rows, cols))
+    return Projection(sino, theta, float(pixel_spacing_mm), padded, fov, crop)
 
 
 def noisy_line_integrals(proj: Projection, *, i0: float, rng: np.random.Generator) -> np.ndarray:
@@ -221,17 +226,8 @@ def low_dose_noise(hu: np.ndarray, *, i0: float, pixel_spacing_mm: float, rng: n
         raise ValueError(f"i0 (incident photons) must be > 0, got {i0}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError("rng must be a numpy.random.Generator (np.random.default_rng(seed))")
-    hu = np.asarray(hu, dtype=np.float32)
-    if hu.ndim != 2:
-        raise ValueError(f"low-dose noise takes one 2-D slice, got shape {hu.shape}")
-    if not np.isfinite(pixel_spacing_mm) or pixel_spacing_mm <= 0:
-        raise ValueError(f"pixel_spacing_mm must be > 0, got {pixel_spacing_mm}")
-    rows, cols = hu.shape
-    n = max(rows, cols)
-    padded = np.full((n, n), -1000.0, dtype=np.float32)
-    top, left = (n - rows) // 2, (n - cols) // 2
-    padded[top:top + rows, left:left + cols] = hu
-    fov = _fov((n, n))
+    padded, fov, (top, left, rows, cols) = _square(hu, pixel_spacing_mm, "low-dose noise")
+    n = padded.shape[0]
     small = ndimage.zoom(hu_to_mu(padded) * fov, 1.0 / coarse, order=1)
     small = small * _fov(small.shape)
     views = max(4 * sectors, n_views // coarse)

@@ -155,52 +155,60 @@ class NoiseModel:
         return {"kind": "low-dose", "i0": self.i0, "sd_hu": self.sd_hu, "alpha": self.alpha}
 
 
-def calibrate_i0(slices: list[np.ndarray], pixel_spacing: tuple[float, float], sd_hu: float,
-                 rng: np.random.Generator) -> float:
-    """The photon count at which :func:`denoise.noise.low_dose_noise` adds noise of ``sd_hu`` HU to
-    these slices, measured as ``qa`` measures noise (the mode of 6 mm local SDs in uniform soft
-    tissue, Christianson et al.), at the soft-tissue windows of the slices themselves."""
+def _windows(hu: np.ndarray, pixel_spacing) -> np.ndarray:
+    """Where ``qa``'s noise measure looks: uniform soft tissue whose whole window lies in the
+    field of view the noise model fills."""
+    inside = ndimage.minimum_filter(field_of_view(hu.shape).astype(np.uint8), size=window_pixels(
+        pixel_spacing, WINDOW_MM), mode="constant").astype(bool)
+    return soft_tissue_centres(hu, pixel_spacing) & inside
+
+
+def _median_noise(slices: list[np.ndarray], pixel_spacing, *, i0: float | None = None,
+                  rng: np.random.Generator | None = None) -> float | None:
+    """Median over ``slices`` of ``qa``'s noise SD (mode of 6 mm local SDs, Christianson et al.) at
+    :func:`_windows`: of the slices themselves, or (``i0``) of low-dose noise made for them. None
+    where no slice has uniform soft tissue."""
     spacing = float(np.mean(pixel_spacing))
     measured = []
     for hu in slices:
         try:
-            size = window_pixels(pixel_spacing, WINDOW_MM)
-            inside = ndimage.minimum_filter(field_of_view(hu.shape).astype(np.uint8), size=size, mode="constant")
-            centres = soft_tissue_centres(hu, pixel_spacing) & inside.astype(bool)
-            m = low_dose_noise(hu, i0=I0_REFERENCE, pixel_spacing_mm=spacing, rng=rng)
-            measured.append(noise_sd(m, pixel_spacing, centres=centres))
+            field = hu if i0 is None else low_dose_noise(hu, i0=i0, pixel_spacing_mm=spacing, rng=rng)
+            measured.append(noise_sd(field, pixel_spacing, centres=_windows(hu, pixel_spacing)))
         except NoUniformRegion:
             continue
-    if not measured:
+    return float(np.median(measured)) if measured else None
+
+
+def calibrate_i0(slices: list[np.ndarray], pixel_spacing: tuple[float, float], sd_hu: float,
+                 rng: np.random.Generator) -> float:
+    """The photon count at which :func:`denoise.noise.low_dose_noise` adds noise of ``sd_hu`` HU to
+    these slices, measured as ``qa`` measures noise at their own soft-tissue windows."""
+    at_reference = _median_noise(slices, pixel_spacing, i0=I0_REFERENCE, rng=rng)
+    if at_reference is None:
         raise UsageError("--noise-sd: no uniform soft tissue in the series to calibrate the noise on; give "
                          "--dose I0 (photons, as ct-denoise noise --dose takes) instead")
-    return float(I0_REFERENCE * (float(np.median(measured)) / sd_hu) ** 2)
+    return float(I0_REFERENCE * (at_reference / sd_hu) ** 2)
 
 
 STATED_MARGIN = 1.1  # the stated noise may exceed the series' measured noise by this factor, no more
 
 
-def check_stated_noise(slices: list[np.ndarray], pixel_spacing, model: NoiseModel, rng: np.random.Generator) -> None:
-    """Refuse (UsageError) a stated noise larger than the noise the series holds, both measured as
-    ``qa`` measures noise at the series' soft-tissue windows: recorrupted training then learns to
-    subtract noise that is not there, and the model amplifies the texture instead (measured: a
-    13 HU series told 30 HU came out at 23 HU)."""
-    spacing = float(np.mean(pixel_spacing))
-    stated, held = [], []
-    for hu in slices:
-        try:
-            centres = soft_tissue_centres(hu, pixel_spacing)
-            held.append(noise_sd(hu, pixel_spacing, centres=centres))
-            m = low_dose_noise(hu, i0=model.i0, pixel_spacing_mm=spacing, rng=rng)
-            stated.append(noise_sd(m, pixel_spacing, centres=centres & (m != 0)))
-        except NoUniformRegion:
-            continue
-    if not held:
-        return
-    if float(np.median(stated)) > STATED_MARGIN * float(np.median(held)):
-        raise UsageError(f"the stated noise ({np.median(stated):.1f} HU) is more than the series holds "
-                         f"({np.median(held):.1f} HU, as qa measures noise): state the part of it to remove "
-                         "(sqrt(SD_low^2 - SD_standard^2))")
+def stated_noise(slices: list[np.ndarray], pixel_spacing, *, sd_hu: float | None, i0: float | None,
+                 rng: np.random.Generator) -> NoiseModel:
+    """The noise model the user stated (``sd_hu`` calibrated to photons, or ``i0``), refused
+    (UsageError) when it is more than the series holds, both measured as ``qa`` measures noise:
+    recorrupted training then learns to subtract noise that is not there, and the model amplifies
+    the texture instead (measured: a 13 HU series told 30 HU came out at 20-24 HU)."""
+    model = (NoiseModel(i0=calibrate_i0(slices, pixel_spacing, sd_hu, rng), sd_hu=sd_hu) if sd_hu is not None
+             else NoiseModel(i0=float(i0)))
+    held = _median_noise(slices, pixel_spacing)
+    if held is None:
+        return model
+    said = sd_hu if sd_hu is not None else _median_noise(slices, pixel_spacing, i0=model.i0, rng=rng)
+    if said is not None and said > STATED_MARGIN * held:
+        raise UsageError(f"the stated noise ({said:.1f} HU) is more than the series holds ({held:.1f} HU, as qa "
+                         "measures noise): state the part of it to remove (sqrt(SD_low^2 - SD_standard^2))")
+    return model
 
 
 def select_series(root: Path, choice: str | None, *, neighbours: bool = True) -> Series:
@@ -282,20 +290,19 @@ def _validation_slices(n: int) -> list[int]:
     return sorted({n // 4, n // 2, (3 * n) // 4})
 
 
-def _validation(series: Series, read, noise=None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Three fixed (input, target, mask) pairs, HU: neighbour pairs with their masks, or (with
-    ``noise``, the recorrupted method) each slice recorrupted with one fixed noise realization."""
-    n = len(series.files)
+def _validation(n: int, read, slices: list[np.ndarray], noise=None,
+                alpha: float = ALPHA) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Three fixed (input, target, mask) pairs, HU, for the ``slices`` at :func:`_validation_slices`
+    of ``n``: neighbour pairs with their masks, or (with ``noise``, the recorrupted method) each slice
+    recorrupted with one fixed noise realization."""
     out = []
     rng = np.random.default_rng(20261201)
-    for c in _validation_slices(n):
-        a = read(c)
+    for c, a in zip(_validation_slices(n), slices, strict=True):
         if noise is not None:
             m = noise(a, rng)
-            out.append((a + ALPHA * m, a - m / ALPHA, np.ones_like(a)))
+            out.append((a + alpha * m, a - m / alpha, np.ones_like(a)))
             continue
-        d = c + 1 if c + 1 < n else c - 1
-        b = read(d)
+        b = read(c + 1 if c + 1 < n else c - 1)
         out.append((a, b, similarity_mask(a, b)))
     return out
 
@@ -338,14 +345,14 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
         raise UsageError(f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
     stated = noise_sd is not None or dose_i0 is not None
     saved = _saved_config(last) if resume else None
+    model_of_noise = None
     if saved is not None and saved["adapt"].get("method") == RECORRUPTED:
         before = saved["noise"]
         if stated and (noise_sd != before.get("sd_hu") if noise_sd is not None else dose_i0 != before["i0"]):
             was = f"--noise-sd {before['sd_hu']:g}" if before.get("sd_hu") is not None else f"--dose {before['i0']:g}"
             raise UsageError(f"{run_dir} was started with {was}; resume it with the same (or no) noise option")
-        noise_sd, dose_i0 = before.get("sd_hu"), before["i0"]
-        stated = True
-    method = RECORRUPTED if stated else METHOD
+        model_of_noise = NoiseModel(i0=before["i0"], sd_hu=before.get("sd_hu"), alpha=before.get("alpha", ALPHA))
+    method = RECORRUPTED if stated or model_of_noise is not None else METHOD
     if saved is not None and saved["adapt"].get("method", METHOD) != method:
         raise UsageError(f"{run_dir} was started with the {saved['adapt'].get('method', METHOD)} method; resume it "
                          "with the same noise options or choose another --out")
@@ -360,20 +367,10 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
     def read(index: int) -> np.ndarray:
         return load_ct(paths[index]).hu[0]
 
-    model_of_noise = None
-    if method == RECORRUPTED:
-        if saved is not None:
-            model_of_noise = NoiseModel(i0=saved["noise"]["i0"], sd_hu=saved["noise"].get("sd_hu"))
-        elif dose_i0 is not None:
-            model_of_noise = NoiseModel(i0=float(dose_i0))
-        else:
-            spacing = picked.files[0].pixel_spacing
-            i0 = calibrate_i0([read(k) for k in _validation_slices(len(paths))], spacing, float(noise_sd),
-                              np.random.default_rng([seed, 7]))
-            model_of_noise = NoiseModel(i0=i0, sd_hu=float(noise_sd))
-        if saved is None:
-            check_stated_noise([read(k) for k in _validation_slices(len(paths))], picked.files[0].pixel_spacing,
-                               model_of_noise, np.random.default_rng([seed, 8]))
+    check_slices = [read(k) for k in _validation_slices(len(paths))]  # validation, calibration, final check
+    if method == RECORRUPTED and model_of_noise is None:
+        model_of_noise = stated_noise(check_slices, picked.files[0].pixel_spacing, sd_hu=noise_sd, i0=dose_i0,
+                                      rng=np.random.default_rng([seed, 7]))
     config = {"adapt": {"method": method, "series_dir": str(series_dir), "series": _series_label(picked),
                         "from_model": den.model_id, "minutes": minutes, "epochs": epochs, "seed": seed,
                         "lr": LR if method == METHOD else LR_RECORRUPTED, "steps_per_epoch": STEPS_PER_EPOCH},
@@ -404,12 +401,12 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
         config["adapt"].update(minutes=minutes, epochs=epochs)
     if model_of_noise is None:
         pairs = NeighbourPairs(len(paths), read, den.window, pcfg, rng)
-        val_pairs = _validation(picked, read)
+        val_pairs = _validation(len(paths), read, check_slices)
     else:
         noise = model_of_noise.realize(float(np.mean(picked.files[0].pixel_spacing)))
         pairs = RecorruptedPairs(len(paths), read, noise, den.window, pcfg, rng, alpha=model_of_noise.alpha,
                                  refresh=REFRESH)
-        val_pairs = _validation(picked, read, noise)
+        val_pairs = _validation(len(paths), read, check_slices, noise, model_of_noise.alpha)
     shown = read(len(paths) // 2)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.toml", to_toml({name: {k: v for k, v in table.items() if v is not None}
@@ -446,8 +443,7 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
                                    f"{seconds / 60:.1f} min", highlight=False)
     _render(run_dir, rows, shown)
     spacing = picked.files[0].pixel_spacing
-    check = (noise_check(den, [read(k) for k in _validation_slices(len(paths))], spacing) if spacing
-             else {"measured": False, "passed": True})
+    check = noise_check(den, check_slices, spacing) if spacing else {"measured": False, "passed": True}
     write_text(run_dir / "check.json", json.dumps(check, indent=2))
     if not check["passed"]:
         raise AdaptCheckFailed(
