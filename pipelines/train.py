@@ -39,6 +39,7 @@ from denoise.nn import (
     ConvAutoencoder,
     DataParallel,
     clip_grad_norm,
+    cosine_decay,
     l1_loss,
     load_model,
     mse_loss,
@@ -70,9 +71,7 @@ def learning_rate(step: int, total_steps: int, cfg) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return cfg.lr
-    span = max(total_steps - cfg.warmup_steps, 1)
-    t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+    return cosine_decay((step - cfg.warmup_steps) / max(total_steps - cfg.warmup_steps, 1), cfg.lr, cfg.min_lr)
 
 
 def make_optimizer(model: ConvAutoencoder, cfg):

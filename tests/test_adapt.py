@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
+import pipelines.adapt as adapt_job
 from denoise.adaptation import OFFSETS, NeighbourPairs, PairConfig, masked_mse_loss, similarity_mask
 from denoise.inference import Denoiser
 from denoise.normalize import HUWindow
@@ -108,7 +109,8 @@ def test_adapt_writes_a_run_folder_and_a_model_denoise_uses(noisy_series, tmp_pa
     # resume continues the same run to 2 epochs
     res = invoke("adapt", noisy_series, "--out", tmp_path / "mine", "--epochs", 2, "--resume", "--quiet")
     assert res.exit_code == 0, res.output
-    assert [r["epoch"] for r in json.loads((run / "log.json").read_text())] == [1, 2]
+    log = json.loads((run / "log.json").read_text())
+    assert [r["epoch"] for r in log] == [1, 2] and [r["lr"] for r in log] == [adapt_job.LR] * 2  # constant
     den = Denoiser.load(tmp_path / "mine")
     assert den.metadata["adaptation"]["epochs"] == 2
     res = invoke("denoise", noisy_series, tmp_path / "out", "--model", tmp_path / "mine")
@@ -293,6 +295,10 @@ def test_adapt_with_a_stated_noise_writes_a_recorrupted_model(noisy_series, tmp_
     assert res.exit_code == 0, res.output
     again = json.loads((tmp_path / "r2r.json").read_text())["metadata"]["adaptation"]
     assert again["epochs"] == 2 and again["noise_model"] == record["noise_model"]
+    # the rate decays over the budget, to about 1 % of the peak at the end of each budget (1, then 2 epochs)
+    peak = adapt_job.LR_RECORRUPTED
+    assert 'schedule = "cosine"' in (tmp_path / "r2r.run" / "config.toml").read_text()
+    assert [r["lr"] < 0.02 * peak for r in json.loads((tmp_path / "r2r.run" / "log.json").read_text())] == [True] * 2
     for other in (("--noise-sd", 20), ()):  # another noise, or no noise option on a neighbour run: refused
         target = tmp_path / ("r2r" if other else "plain")
         if not other:
@@ -302,6 +308,14 @@ def test_adapt_with_a_stated_noise_writes_a_recorrupted_model(noisy_series, tmp_
         assert res.exit_code == 2 and "was started with" in res.output, res.output
     res = invoke("denoise", noisy_series, tmp_path / "out", "--model", tmp_path / "r2r")
     assert res.exit_code == 0 and "6 written" in res.output, res.output
+
+
+def test_learning_rate_schedules():
+    assert adapt_job.learning_rate("constant", 3e-4, 0.9) == 3e-4
+    lrs = [adapt_job.learning_rate("cosine", 6e-4, t) for t in np.linspace(-0.5, 1.5, 41)]
+    assert lrs[0] == lrs[10] == pytest.approx(6e-4) and lrs[30] == lrs[40] == pytest.approx(6e-6)
+    assert lrs[20] == pytest.approx(0.5 * (6e-4 + 6e-6))
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
 
 
 def test_thick_slices_need_a_stated_noise(tmp_path):

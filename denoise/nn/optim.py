@@ -154,6 +154,25 @@ class SGD(_Optimizer):
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}
 
 
+def cosine_decay(t: float, lr: float, min_lr: float) -> float:
+    """Learning rate at fraction ``t`` of a cosine decay from ``lr`` to ``min_lr``.
+
+    Parameters
+    ----------
+    t : float
+        Progress through the decay, clipped to [0, 1] (steps or seconds done / budget).
+    lr, min_lr : float
+        The rates at ``t = 0`` and ``t = 1``.
+
+    Returns
+    -------
+    float
+        ``min_lr + (lr - min_lr) * (1 + cos(pi * t)) / 2``.
+    """
+    t = min(max(float(t), 0.0), 1.0)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t))
+
+
 def clip_grad_norm(grads: dict, max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
 
