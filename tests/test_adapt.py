@@ -100,6 +100,7 @@ def test_adapt_writes_a_run_folder_and_a_model_denoise_uses(noisy_series, tmp_pa
     meta = json.loads((tmp_path / "mine.json").read_text())["metadata"]
     record = meta["adaptation"]
     assert record["method"] == "noise2sim-neighbour-slices" and record["epochs"] == 1
+    assert record["optimizer"] == {"kind": "adam", "lr": adapt_job.LR, "schedule": "constant"}
     assert record["series"]["slices"] == 6 and len(record["series"]["series_uid_sha256"]) == 12
     assert record["from_model"].startswith("default_ct@") and record["seconds"] > 0
     written = "".join(p.read_text(errors="ignore") for p in [tmp_path / "mine.json", run / "config.toml",
@@ -298,6 +299,7 @@ def test_adapt_with_a_stated_noise_writes_a_recorrupted_model(noisy_series, tmp_
     # the rate decays over the budget, to about 1 % of the peak at the end of each budget (1, then 2 epochs)
     peak = adapt_job.LR_RECORRUPTED
     assert 'schedule = "cosine"' in (tmp_path / "r2r.run" / "config.toml").read_text()
+    assert again["optimizer"] == {"kind": "adam", "lr": peak, "schedule": "cosine"}
     assert [r["lr"] < 0.02 * peak for r in json.loads((tmp_path / "r2r.run" / "log.json").read_text())] == [True] * 2
     for other in (("--noise-sd", 20), ()):  # another noise, or no noise option on a neighbour run: refused
         target = tmp_path / ("r2r" if other else "plain")
