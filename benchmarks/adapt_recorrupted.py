@@ -3,16 +3,18 @@
 For one held-out series, ``--slices`` contiguous slices get simulated low-dose
 noise (as in ``benchmarks/adapt.py``, I0 1e5). Each variant (``--variants``,
 ``;``-separated, each a ``,``-separated list of ``key=value``: ``alpha``,
-``lr``, ``refresh``, ``batch``, or ``kind=supervised`` for the ceiling trained
-on the clean FBP) trains the bundled model for ``--minutes`` on
+``lr``, ``schedule`` (``constant`` or ``cosine``), ``refresh``, ``batch``,
+or ``kind=supervised`` for the ceiling trained on the clean FBP) trains the
+bundled model for ``--minutes`` on
 :class:`denoise.adaptation.RecorruptedPairs` with the fast noise model
 (``denoise.noise.low_dose_noise`` at the simulated I0), and is scored by mean
 PSNR against the clean FBP (window -1000..1000 HU), beside the bundled model.
-The settings of ``pipelines.adapt`` (alpha 0.5, Adam 3e-4, an eighth of the
-bank refreshed per epoch) come from:
+The settings of ``pipelines.adapt`` (alpha 0.5, Adam peaking at 6e-4 with a
+cosine decay over the budget, an eighth of the bank refreshed per epoch) come
+from runs such as:
 
-    python benchmarks/adapt_recorrupted.py lidc-chest \\
-        --variants "alpha=0.5,lr=3e-4;alpha=0.5,lr=1e-3;alpha=0.35,lr=3e-4;kind=supervised"
+    python benchmarks/adapt_recorrupted.py lidc-chest \
+        --variants "lr=3e-4,schedule=constant;lr=6e-4;lr=1e-3;alpha=0.7;kind=supervised"
 
 Needs ../shared/data/ct. Measure with ``env -u OPENBLAS_CORETYPE``.
 """
@@ -83,7 +85,8 @@ def main() -> None:
             pairs = RecorruptedPairs(n, noisy.__getitem__, noise, window, cfg, rng,
                                      alpha=float(kw.get("alpha", ALPHA)),
                                      refresh=float(kw.get("refresh", adapt.REFRESH)))
-        den, steps = bench.train_for(pairs, args.minutes * 60, float(kw.get("lr", adapt.LR_RECORRUPTED)))
+        schedule = kw.get("schedule", adapt.SCHEDULES[adapt.RECORRUPTED])
+        den, steps = bench.train_for(pairs, args.minutes * 60, float(kw.get("lr", adapt.LR_RECORRUPTED)), schedule)
         results[variant] = {"psnr_db": score(Denoiser(den.model, den.window, den.metadata, "variant")),
                             "steps": steps}
         print(variant, results[variant], flush=True)
