@@ -537,7 +537,7 @@ def _model_metadata(out: Path, start: dict, config: dict, series: Series, rows: 
             "steps": rows[-1]["step"] if rows else 0,
             "seconds": round(seconds, 1),
             "seed": seed,
-            "optimizer": {"kind": "adam", "lr": adapt["lr"], "schedule": adapt.get("schedule", "constant")},
+            "optimizer": {"kind": "adam", "lr": adapt["lr"], "schedule": adapt["schedule"]},
             "final_train_loss": rows[-1]["train_loss"] if rows else None,
             "final_val_loss": rows[-1]["val_loss"] if rows else None,
         },
