@@ -221,7 +221,7 @@ class RecorruptedPairs(NeighbourPairs):
     alpha : float
         Share of ``m`` added to the input; the target gets ``-m / alpha``.
     refresh : float
-        Share of the bank replaced per epoch (the noise costs ~0.3 s per 512x512 slice).
+        Share of the bank replaced per epoch (the noise costs ~0.2 s per 512x512 slice on 2 cores).
     """
 
     def __init__(self, n_slices: int, read: Callable[[int], np.ndarray],

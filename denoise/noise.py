@@ -7,7 +7,7 @@
   sinogram variance ``exp(p) / i0`` (on a coarse grid), the texture is the
   measured noise power spectrum of the FBP, split into angular sectors so
   that the views that see the most attenuation give the noise its streaky
-  direction. ~0.5 s per 512x512 slice instead of ~12 s.
+  direction. ~0.2 s per 512x512 slice instead of ~12 s (2-core Xeon).
 * :func:`low_dose_pair`: the physically realistic kind. HU -> linear
   attenuation -> parallel-beam sinogram (``skimage.transform.radon``) ->
   Poisson photon counts for an incident count ``i0`` per detector bin and
@@ -184,6 +184,45 @@ def _fbp_noise_spectrum(n: int, n_views: int) -> tuple[float, np.ndarray]:
     return float(crop.std()), profile
 
 
+@functools.lru_cache(maxsize=4)
+def _sector_filters(n: int, n_views: int, sectors: int) -> tuple[float, np.ndarray]:
+    """The texture filters of :func:`low_dose_noise` on an ``n`` x ``n`` grid, on the half plane of
+    ``numpy.fft.rfft2``: per angular sector, the FBP's amplitude spectrum inside the sector (0
+    outside), scaled by ``1 / sqrt(share of the grid)`` so that each sector's field has unit mean
+    power; (the FBP's SD for unit sinogram noise, (sectors, n, n // 2 + 1) float32)."""
+    unit_sd, profile = _fbp_noise_spectrum(n, n_views)
+    radii = np.linspace(0.0, np.sqrt(0.5), n)
+
+    def grid(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        fr, fc = np.meshgrid(np.fft.fftfreq(n), cols, indexing="ij")
+        # a view at angle t measures along the detector direction (cos t, -sin t) in (col, row) terms
+        return np.interp(np.hypot(fr, fc), radii, profile), np.mod(np.degrees(np.arctan2(-fr, fc)), 180.0)
+
+    full_amplitude, full_angle = grid(np.fft.fftfreq(n))
+    amplitude, angle = grid(np.fft.rfftfreq(n))
+    amplitude = amplitude / np.sqrt(np.mean(full_amplitude ** 2))
+    filters = np.zeros((sectors, n, n // 2 + 1), dtype=np.float32)
+    for s in range(sectors):
+        lo, hi = 180.0 * s / sectors, 180.0 * (s + 1) / sectors
+        share = np.count_nonzero((full_angle >= lo) & (full_angle < hi)) / full_angle.size
+        filters[s] = amplitude * ((angle >= lo) & (angle < hi)) / np.sqrt(share)
+    return unit_sd, filters
+
+
+@functools.lru_cache(maxsize=8)
+def _linear_upsampling(m: int, n: int) -> np.ndarray:
+    """(n, m) matrix of linear interpolation from ``m`` samples to ``n``, end points on end points
+    (``U @ x @ U.T`` is ``scipy.ndimage.zoom(x, n / m, order=1)`` of an m x m ``x``)."""
+    where = np.arange(n) * ((m - 1) / max(n - 1, 1))
+    left = np.minimum(np.floor(where).astype(int), m - 2) if m > 1 else np.zeros(n, dtype=int)
+    right_weight = where - left if m > 1 else np.zeros(n)
+    out = np.zeros((n, m))
+    out[np.arange(n), left] = 1.0 - right_weight
+    if m > 1:
+        out[np.arange(n), left + 1] += right_weight
+    return out
+
+
 def low_dose_noise(hu: np.ndarray, *, i0: float, pixel_spacing_mm: float, rng: np.random.Generator,
                    n_views: int = DEFAULT_VIEWS, sectors: int = NOISE_SECTORS,
                    coarse: int = NOISE_COARSE) -> np.ndarray:
@@ -210,7 +249,7 @@ def low_dose_noise(hu: np.ndarray, *, i0: float, pixel_spacing_mm: float, rng: n
     (H, W) float32 array, HU
         Zero-mean noise, 0 outside the reconstructed field of view. Its local
         SD and its noise power spectrum follow ``low_dose_pair(...)[0] -
-        low_dose_pair(...)[1]`` (within ~10 % on chest CT), at ~1/20 of the cost.
+        low_dose_pair(...)[1]`` (within ~10 % on chest CT), at ~1/50 of the cost.
 
     Notes
     -----
@@ -233,23 +272,15 @@ def low_dose_noise(hu: np.ndarray, *, i0: float, pixel_spacing_mm: float, rng: n
     views = max(4 * sectors, n_views // coarse)
     theta = np.linspace(0.0, 180.0, views, endpoint=False)
     variance = np.exp(radon(small, theta, circle=True) * pixel_spacing_mm * coarse) / i0
-    unit_sd, profile = _fbp_noise_spectrum(n, n_views)
-    fr, fc = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij")
-    radius = np.hypot(fr, fc)
-    amplitude = np.interp(radius, np.linspace(0.0, np.sqrt(0.5), n), profile)
-    amplitude /= np.sqrt(np.mean(amplitude ** 2))
-    # a view at angle t measures along the detector direction (cos t, -sin t) in (col, row) terms
-    angle = np.mod(np.degrees(np.arctan2(-fr, fc)), 180.0)
-    white = np.fft.fft2(rng.standard_normal((n, n)))
-    out = np.zeros((n, n))
+    unit_sd, filters = _sector_filters(n, n_views, sectors)
+    white = np.fft.rfft2(rng.standard_normal((n, n)))
+    fields = np.fft.irfft2(white * filters, s=(n, n))  # one unit-power texture per sector
+    mean_var = []
     for s in range(sectors):
-        lo, hi = 180.0 * s / sectors, 180.0 * (s + 1) / sectors
-        in_sector = (angle >= lo) & (angle < hi)
-        share = np.count_nonzero(in_sector) / in_sector.size
-        field = np.real(np.fft.ifft2(white * amplitude * in_sector)) / np.sqrt(share)
-        views_s = (theta >= lo) & (theta < hi)
-        mean_var = iradon(variance[:, views_s], theta[views_s], circle=True, filter_name=None) * (2.0 / np.pi)
-        mean_var = ndimage.zoom(np.maximum(mean_var, 0.0), n / mean_var.shape[0], order=1)[:n, :n]
-        out += np.sqrt(mean_var * (np.count_nonzero(views_s) / views)) * field
+        views_s = (theta >= 180.0 * s / sectors) & (theta < 180.0 * (s + 1) / sectors)
+        back = iradon(variance[:, views_s], theta[views_s], circle=True, filter_name=None) * (2.0 / np.pi)
+        mean_var.append(np.maximum(back, 0.0) * (np.count_nonzero(views_s) / views))
+    grow = _linear_upsampling(len(mean_var[0]), n)
+    out = np.einsum("shw,shw->hw", np.sqrt(grow @ np.stack(mean_var) @ grow.T), fields)
     hu_noise = (1000.0 * unit_sd / (MU_WATER_PER_MM * pixel_spacing_mm)) * out * fov
     return hu_noise[top:top + rows, left:left + cols].astype(np.float32)

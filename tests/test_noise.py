@@ -65,3 +65,17 @@ def test_low_dose_rejects_bad_arguments(kw):
     args = {"i0": 1e5, "pixel_spacing_mm": 1.0, "n_views": 30} | kw
     with pytest.raises(ValueError):
         low_dose_pair(np.zeros((8, 8)), rng=np.random.default_rng(), **args)
+
+
+@pytest.mark.parametrize(("m", "n"), [(128, 512), (75, 300), (33, 130), (2, 7)])
+def test_linear_upsampling_is_scipy_zoom_of_order_1(m, n):
+    """The fast noise's variance map is upsampled by two matrix products; they must be exactly the
+    linear ``ndimage.zoom`` (end points on end points) they replaced."""
+    from scipy import ndimage
+
+    from denoise.noise import _linear_upsampling
+
+    x = np.random.default_rng(m).random((m, m))
+    grow = _linear_upsampling(m, n)
+    np.testing.assert_allclose(grow @ x @ grow.T, ndimage.zoom(x, n / m, order=1)[:n, :n], atol=1e-12)
+    np.testing.assert_allclose(grow.sum(axis=1), 1.0)  # each output sample is a weighted mean
