@@ -203,7 +203,7 @@ def markdown(results: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--slices", type=int, default=100)
-    ap.add_argument("--minutes", type=float, default=8.0, help="adaptation (and supervised) time budget")
+    ap.add_argument("--minutes", type=float, default=9.0, help="adaptation (and supervised) time budget")
     ap.add_argument("--i0", type=float, default=1e5, help="low-dose photons per bin and view")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--series", default=",".join(SERIES), help="comma-separated shared folders")

@@ -103,6 +103,8 @@ SCHEDULES = {METHOD: "constant", RECORRUPTED: "cosine"}
 MIN_LR_FRACTION = 0.01
 REFRESH = 1 / 8  # recorrupted pairs: share of the slice bank given new noise each epoch
 DEFAULT_MINUTES = 5.0
+VAL_CROP = 192  # validation pairs: the central 192 x 192 pixels of three slices
+FRAME_EVERY = 10  # progress GIF: epochs 1, 2, 4, 8, every 10th and the last
 
 
 class AdaptCheckFailed(Exception):
@@ -289,6 +291,18 @@ def series_record(series: Series) -> dict:
             "manufacturer": str(head.get("Manufacturer", "") or ""), "kernel": kernel}
 
 
+def _frame_due(epoch: int) -> bool:
+    """Epochs whose denoised slice goes into the progress GIF: 1, 2, 4, 8, then every
+    ``FRAME_EVERY``th (and the last, written after the loop); a frame costs a whole-slice inference."""
+    return epoch & (epoch - 1) == 0 or epoch % FRAME_EVERY == 0
+
+
+def _centre(image: np.ndarray, size: int = VAL_CROP) -> np.ndarray:
+    rows, cols = image.shape
+    top, left = max(0, (rows - size) // 2), max(0, (cols - size) // 2)
+    return image[top:top + size, left:left + size]
+
+
 def _validation_slices(n: int) -> list[int]:
     """A quarter, half and three quarters in."""
     return sorted({n // 4, n // 2, (3 * n) // 4})
@@ -298,16 +312,18 @@ def _validation(n: int, read, slices: list[np.ndarray], noise=None,
                 alpha: float = ALPHA) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Three fixed (input, target, mask) pairs, HU, for the ``slices`` at :func:`_validation_slices`
     of ``n``: neighbour pairs with their masks, or (with ``noise``, the recorrupted method) each slice
-    recorrupted with one fixed noise realization."""
+    recorrupted with one fixed noise realization; each cropped to its central ``VAL_CROP`` pixels
+    (the validation runs every epoch; three whole slices cost a quarter of its steps)."""
     out = []
     rng = np.random.default_rng(20261201)
     for c, a in zip(_validation_slices(n), slices, strict=True):
         if noise is not None:
             m = noise(a, rng)
-            out.append((a + alpha * m, a - m / alpha, np.ones_like(a)))
-            continue
-        b = read(c + 1 if c + 1 < n else c - 1)
-        out.append((a, b, similarity_mask(a, b)))
+            pair = (a + alpha * m, a - m / alpha, np.ones_like(a))
+        else:
+            b = read(c + 1 if c + 1 < n else c - 1)
+            pair = (a, b, similarity_mask(a, b))
+        out.append(tuple(_centre(image) for image in pair))
     return out
 
 
@@ -420,27 +436,30 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
     budget = None if epochs is not None else minutes * 60.0
     schedule = config["adapt"]["schedule"]
 
-    def lr_at(done: int, spent: float) -> float:  # ``done`` steps and ``spent`` seconds into this epoch
-        fraction = (step + done) / (epochs * STEPS_PER_EPOCH) if budget is None else (seconds + spent) / budget
+    def lr_at(done: int, _spent: float) -> float:  # ``done`` steps into this epoch
+        fraction = ((step + done) / (epochs * STEPS_PER_EPOCH) if budget is None
+                    else (seconds + time.perf_counter() - t0) / budget)
         return learning_rate(schedule, lr, fraction)
 
     progress = _progress(show_progress)
     with progress, DataParallel(den.model) as parallel:
         while (epochs is not None and epoch < epochs) or (budget is not None and seconds < budget):
             epoch += 1
+            t0 = time.perf_counter()  # the budget counts the whole epoch: new noise, steps, validation
             if epoch > 1:
                 pairs.new_epoch()
             task = progress.add_task(f"adapt epoch {epoch}", total=STEPS_PER_EPOCH, loss=float("nan"), speed=0.0)
-            t0 = time.perf_counter()
-            left = None if budget is None else budget - seconds
+            t1 = time.perf_counter()
+            left = None if budget is None else budget - seconds - (t1 - t0)
             losses = train_steps(den.model, parallel, optimizer, pairs, STEPS_PER_EPOCH, left,
                                  on_step=functools.partial(_advance, progress, task), lr_at=lr_at)
             step += len(losses)
-            train_s = time.perf_counter() - t0
+            train_s = time.perf_counter() - t1
             row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
                    "val_loss": _val_loss(den, val_pairs), "lr": optimizer.lr,
                    "patches_per_s": len(losses) * pcfg.batch / train_s}
-            save_progress_frame(run_dir, epoch, den(shown))
+            if _frame_due(epoch):
+                save_progress_frame(run_dir, epoch, den(shown))
             seconds += time.perf_counter() - t0
             row.update(epoch_seconds=time.perf_counter() - t0, seconds=seconds)
             rows.append(row)
@@ -453,6 +472,8 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
             progress.console.print(f"epoch {epoch}: loss {row['train_loss']:.3e}  val loss "
                                    f"{row['val_loss']:.3e}  {row['patches_per_s']:.0f} patches/s  "
                                    f"{seconds / 60:.1f} min", highlight=False)
+    if rows and not (run_dir / "progress" / f"epoch_{rows[-1]['epoch']:04d}.npy").is_file():
+        save_progress_frame(run_dir, rows[-1]["epoch"], den(shown))  # the GIF ends on the model written
     _render(run_dir, rows, shown)
     spacing = picked.files[0].pixel_spacing
     check = noise_check(den, check_slices, spacing) if spacing else {"measured": False, "passed": True}

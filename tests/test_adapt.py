@@ -107,16 +107,23 @@ def test_adapt_writes_a_run_folder_and_a_model_denoise_uses(noisy_series, tmp_pa
                                                               run / "log.json"])
     series_uid = pydicom.dcmread(next(noisy_series.iterdir())).SeriesInstanceUID
     assert PATIENT_NAME not in written and PATIENT_ID not in written and series_uid not in written
-    # resume continues the same run to 2 epochs
-    res = invoke("adapt", noisy_series, "--out", tmp_path / "mine", "--epochs", 2, "--resume", "--quiet")
+    # resume continues the same run to 3 epochs
+    res = invoke("adapt", noisy_series, "--out", tmp_path / "mine", "--epochs", 3, "--resume", "--quiet")
     assert res.exit_code == 0, res.output
     log = json.loads((run / "log.json").read_text())
-    assert [r["epoch"] for r in log] == [1, 2] and [r["lr"] for r in log] == [adapt_job.LR] * 2  # constant
+    assert [r["epoch"] for r in log] == [1, 2, 3] and [r["lr"] for r in log] == [adapt_job.LR] * 3  # constant
+    # GIF frames: epochs 1 and 2 are due, 3 is not but is the last
+    assert sorted(p.name for p in (run / "progress").iterdir()) == [f"epoch_000{e}.npy" for e in (1, 2, 3)]
     den = Denoiser.load(tmp_path / "mine")
-    assert den.metadata["adaptation"]["epochs"] == 2
+    assert den.metadata["adaptation"]["epochs"] == 3
     res = invoke("denoise", noisy_series, tmp_path / "out", "--model", tmp_path / "mine")
     assert res.exit_code == 0 and "6 written" in res.output, res.output
     assert "ct-denoise" in pydicom.dcmread(tmp_path / "out" / "s00.dcm").DerivationDescription
+
+
+def test_progress_frames_thin_out_and_end_on_the_last_epoch():
+    due = [e for e in range(1, 45) if adapt_job._frame_due(e)]
+    assert due == [1, 2, 4, 8, 10, 16, 20, 30, 32, 40]  # the last epoch is added after the loop
 
 
 def test_a_time_budget_ends_the_run(noisy_series, tmp_path):
