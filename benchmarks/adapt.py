@@ -168,16 +168,16 @@ def _source(path: Path) -> str:
     return f"{path} as of commit {commit}" if commit else str(path)
 
 
-def keep(result: dict, old: dict, source: str) -> None:
-    """Carry the adaptations measured in ``old`` (the same series and settings) and not in ``result``
-    over into it, listed under ``result["kept"]``."""
+def keep(result: dict, old: dict, source: str, minutes: float) -> None:
+    """Carry the adaptations measured in ``old`` (the same series, slices, dose and seed, a budget of
+    ``minutes``) and not in ``result`` over into it, listed under ``result["kept"]``."""
     kept = [m for m in old["methods"] if m.startswith("adapted-") and m not in result["methods"]]
     for m in kept:
         result["methods"][m] = old["methods"][m]
         result["adapt"][m.removeprefix("adapted-")] = old["adapt"][m.removeprefix("adapted-")]
     if kept:
         result["methods"]["supervised"] = result["methods"].pop("supervised")  # the ceiling stays last
-        result["kept"] = {"methods": kept, "from": source}
+        result["kept"] = {"methods": kept, "from": source, "minutes": minutes}
 
 
 def markdown(results: dict) -> str:
@@ -195,7 +195,8 @@ def markdown(results: dict) -> str:
             lines.append(f"| {k}{mark} | {v['psnr']:.2f} / {v['ssim']:.3f} | {v['psnr'] - m['bundled']['psnr']:+.2f} | "
                          f"{when} |")
         if "kept" in r:
-            lines += ["", f"(kept): measured by an earlier run of the same settings, {r['kept']['from']}."]
+            lines += ["", f"(kept): measured by an earlier run of the same series, slices, dose and seed with "
+                          f"--minutes {r['kept'].get('minutes', r['minutes']):g}, {r['kept']['from']}."]
         lines.append("")
     return "\n".join(lines)
 
@@ -210,21 +211,22 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(ADAPT_METHODS), help=f"comma-separated, of {ADAPT_METHODS}")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
-    ap.add_argument("--keep", type=Path, help="a previous --json of the same settings: the adaptations not run "
-                                              "now are carried over from it, marked as such")
+    ap.add_argument("--keep", type=Path, help="a previous --json of the same slices, dose and seed: the "
+                                              "adaptations not run now are carried over from it, marked as such "
+                                              "with the budget they had")
     args = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"{SHARED}: the shared CT data is needed")
     results = {"slices": args.slices, "minutes": args.minutes, "i0": args.i0, "seed": args.seed, "series": {}}
     previous = json.loads(args.keep.read_text()) if args.keep else None
-    if previous and any(previous.get(k, 0) != results[k] for k in ("slices", "minutes", "i0", "seed")):
-        sys.exit(f"{args.keep}: measured with other --slices/--minutes/--i0/--seed; nothing to keep")
+    if previous and any(previous.get(k, 0) != results[k] for k in ("slices", "i0", "seed")):
+        sys.exit(f"{args.keep}: measured with other --slices/--i0/--seed; nothing to keep")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.series.split(","):
             results["series"][name] = bench_series(name, args.slices, args.minutes, args.i0, args.seed, Path(tmp),
                                                    lambda s: print(s, flush=True), tuple(args.methods.split(",")))
             if previous and name in previous["series"]:
-                keep(results["series"][name], previous["series"][name], _source(args.keep))
+                keep(results["series"][name], previous["series"][name], _source(args.keep), previous["minutes"])
             if args.json:  # after each series: a long run keeps what it measured
                 args.json.write_text(json.dumps(results, indent=2))
     print(markdown(results))
