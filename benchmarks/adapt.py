@@ -178,6 +178,8 @@ def keep(result: dict, old: dict, source: str, minutes: float) -> None:
     if kept:
         result["methods"]["supervised"] = result["methods"].pop("supervised")  # the ceiling stays last
         result["kept"] = {"methods": kept, "from": source, "minutes": minutes}
+        if set(kept) <= set(old.get("kept", {}).get("methods", ())):  # kept there too: name where they came from
+            result["kept"].update({"from": old["kept"]["from"], "minutes": old["kept"].get("minutes", minutes)})
 
 
 def markdown(results: dict) -> str:
