@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom.uid import generate_uid
+from scipy import ndimage
 from typer.testing import CliRunner
 
 import cli
@@ -137,6 +139,27 @@ def test_qa_nothing_to_do_and_missing_input(tmp_path):
     assert result.exit_code == 3 and "no CT image found" in result.output
     assert invoke(tmp_path / "missing").exit_code == 2
     assert invoke(tmp_path / "empty", "--match", "name").exit_code == 2
+
+
+def test_qa_water_phantom_with_correlated_noise(tmp_path):
+    """A physicist's first scan: a water cylinder (0 HU) with CT-like correlated noise of 20 HU. Its
+    noise SD is measured in the water (before, 0 HU lay on the soft-tissue bound: 18.2 and 18.6 HU,
+    and one slice with no region at all)."""
+    rng = np.random.default_rng(28)
+    yy, xx = np.mgrid[:128, :128]
+    water = np.where(np.hypot(yy - 63.7, xx - 64.2) * SPACING < 40.0, 0.0, -1000.0)
+    uids = {"study_uid": generate_uid(), "series_uid": generate_uid(), "frame_of_reference": generate_uid()}
+    for k in range(3):
+        noise = ndimage.gaussian_filter(rng.normal(size=water.shape), 0.7, mode="wrap")
+        hu = water + noise * (SIGMA / noise.std())
+        save(ct_dataset(hu, z=float(k), instance=k + 1, spacing=(SPACING, SPACING), **uids),
+             tmp_path / "in" / f"w{k}.dcm")
+    result = invoke(tmp_path / "in", "--json", tmp_path / "qa.json")
+    assert result.exit_code == 0, result.output
+    assert "no uniform" not in result.output
+    data = strict_json(tmp_path / "qa.json")
+    for obj in [f["before"] for f in data["files"]] + [data["series"][0]["before"], data["mean"]["before"]]:
+        assert abs(obj["noise_sd_hu"] / SIGMA - 1) < 0.06  # the 6 mm window loses about 4 % of this noise
 
 
 def test_qa_enhanced_ct_frames_are_slices(tmp_path):

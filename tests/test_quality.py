@@ -26,6 +26,12 @@ def band_noise(n: int, spacing: float, f0: float, rng, *, width: float = 0.05, s
     return out * (sd / out.std())
 
 
+def smooth_noise(shape, sd: float, rng, *, blur_px: float = 0.7) -> np.ndarray:
+    """Correlated, band-limited noise like CT's: white noise through a Gaussian of ``blur_px``, SD exactly ``sd``."""
+    noise = ndimage.gaussian_filter(rng.normal(size=shape), blur_px, mode="wrap")
+    return noise * (sd / noise.std())
+
+
 def blurred_disk(n: int, spacing: float, blur_mm: float, *, radius_mm: float) -> np.ndarray:
     """Air around a 40 HU disk whose edge is an ideal step blurred by a Gaussian of SD ``blur_mm``."""
     yy, xx = np.mgrid[:n, :n]
@@ -61,6 +67,17 @@ def test_noise_sd_sees_only_soft_tissue():
     image = disk() + rng.normal(0, 5, (256, 256))
     image[disk() < 0] += rng.normal(0, 80, int((disk() < 0).sum()))  # noisy air
     assert abs(quality.noise_sd(image, (0.7, 0.7)) / 5 - 1) < 0.03
+
+
+@pytest.mark.parametrize("water_hu", [0.0, 10.0, -5.0])
+def test_water_phantom_noise_does_not_depend_on_its_hu(water_hu):
+    """Physicists measure noise in a water phantom first. Its windows are judged by their mean, so the
+    water's own noise is not clipped: the same noise measures the same at 0, 10 or -5 HU as at 40 HU
+    (19.1 HU; a per-pixel 0..100 HU test gave 18.2 at 0 HU, 18.8 at 10 HU and nothing at -5 HU)."""
+    noise = smooth_noise((256, 256), 20.0, np.random.default_rng(28))
+    sd = quality.noise_sd(water_hu + noise, (0.7, 0.7))
+    assert sd == pytest.approx(quality.noise_sd(40.0 + noise, (0.7, 0.7)), rel=1e-3)
+    assert abs(sd / 20.0 - 1) < 0.06  # the 6 mm window itself loses about 4 % of this correlated noise
 
 
 @pytest.mark.parametrize("spacing", [0.5, 0.8])

@@ -1,7 +1,7 @@
 """Noise magnitude in HU, measured on the image alone.
 
 :func:`noise_sd` is a global noise level in the style of Christianson et
-al.: the standard deviation over small windows lying wholly in uniform soft
+al.: the standard deviation over small uniform windows of water or soft
 tissue, then the mode of their histogram. :func:`roi_noise_sd` is the plain
 standard deviation in ROIs the user names.
 
@@ -18,7 +18,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-SOFT_TISSUE_HU = (0.0, 100.0)  # Christianson et al.'s soft-tissue range
+# A window's mean: water (0 HU) and soft tissue, enhanced organs included; fat (about -100 HU) and bone are out.
+# Wider than Christianson et al.'s 0..100 HU, which they apply pixel by pixel: a mean has noise of its own, and a
+# water phantom at 0 HU must not sit on the bound.
+SOFT_TISSUE_HU = (-50.0, 150.0)
+# No pixel of the smoothed slice lies further than this from its window's mean: half the width of Christianson
+# et al.'s 0..100 HU, centred on the window's own tissue instead of fixed, so fat, air, bone or contrast in the
+# window excludes it whatever the tissue's own HU.
+SPREAD_HU = 50.0
 WINDOW_MM = 6.0  # side of the local-SD window
 MIN_WINDOWS = 50  # fewer qualifying window centres: no uniform region
 
@@ -37,9 +44,14 @@ def window_pixels(pixel_spacing: tuple[float, float], mm: float, *, minimum: int
 
 
 def soft_tissue_centres(hu: np.ndarray, pixel_spacing: tuple[float, float], *,
-                        hu_range: tuple[float, float] = SOFT_TISSUE_HU,
+                        hu_range: tuple[float, float] = SOFT_TISSUE_HU, spread_hu: float = SPREAD_HU,
                         window_mm: float = WINDOW_MM) -> np.ndarray:
-    """Pixels whose whole ``window_mm`` window lies in uniform soft tissue.
+    """Centres of the ``window_mm`` windows of uniform water or soft tissue.
+
+    A window qualifies when its mean lies in ``hu_range`` (which tissue it
+    is), every pixel of the slice smoothed by a Gaussian of a quarter window
+    lies within ``spread_hu`` of that mean (no other tissue in it; smoothed,
+    so the noise itself does not decide) and it lies wholly inside the image.
 
     Parameters
     ----------
@@ -47,20 +59,44 @@ def soft_tissue_centres(hu: np.ndarray, pixel_spacing: tuple[float, float], *,
         One slice in HU.
     pixel_spacing : (row, col) mm
     hu_range : (low, high), optional
-        Soft-tissue range, applied to the slice smoothed by a Gaussian of
-        a quarter window (so the noise itself does not decide the mask).
+        Range of a window's mean.
+    spread_hu : float, optional
+        Largest distance of a smoothed pixel from its window's mean.
     window_mm : float, optional
         Side of the window.
 
     Returns
     -------
     (H, W) bool array
-        True at every window centre whose window holds only soft tissue and
-        stays inside the image.
+
+    Notes
+    -----
+    Both tests are relative to the window's own mean, never a fixed range
+    per pixel: one keeps only the windows whose noise happens to stay in
+    range, so it clips the very distribution :func:`noise_sd` measures, most
+    where the tissue lies near a bound (a water phantom at 0 HU had none or
+    a biased few). The mean and the SD of a window of Gaussian noise are
+    nearly independent, so selecting on the mean leaves the SDs unbiased;
+    the spread test clips only noise whose smoothed excursions approach
+    ``spread_hu`` (strongly correlated noise of SD above about 50 HU).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> water = rng.normal(0, 20, (64, 64))  # a water phantom at 0 HU
+    >>> int(soft_tissue_centres(water, (0.7, 0.7)).sum()) == (64 - 8) ** 2  # every window inside the image
+    True
     """
+    hu = np.asarray(hu, dtype=np.float64)
     size = window_pixels(pixel_spacing, window_mm)
-    tissue = tissue_mask(hu, (size[0] / 4, size[1] / 4), hu_range=hu_range).astype(np.uint8)
-    return ndimage.minimum_filter(tissue, size=size, mode="constant", cval=0).astype(bool)
+    inside = np.zeros(hu.shape, dtype=bool)
+    inside[size[0] // 2: hu.shape[0] - size[0] // 2, size[1] // 2: hu.shape[1] - size[1] // 2] = True
+    mean = ndimage.uniform_filter(hu, size=size, mode="reflect")
+    smooth = ndimage.gaussian_filter(hu, sigma=(size[0] / 4, size[1] / 4))
+    highest = ndimage.maximum_filter(smooth, size=size, mode="reflect")
+    lowest = ndimage.minimum_filter(smooth, size=size, mode="reflect")
+    return (inside & (mean >= hu_range[0]) & (mean <= hu_range[1])
+            & (highest - mean <= spread_hu) & (mean - lowest <= spread_hu))
 
 
 def tissue_mask(hu: np.ndarray, sigma_px: tuple[float, float], *,
@@ -101,7 +137,7 @@ def histogram_mode(values: np.ndarray) -> float:
 def noise_sd(hu: np.ndarray, pixel_spacing: tuple[float, float], *, centres: np.ndarray | None = None,
              hu_range: tuple[float, float] = SOFT_TISSUE_HU, window_mm: float = WINDOW_MM,
              min_windows: int = MIN_WINDOWS) -> float:
-    """Global noise level in HU: the mode of local SDs in uniform soft tissue.
+    """Global noise level in HU: the mode of local SDs in uniform water or soft tissue.
 
     Parameters
     ----------
@@ -145,7 +181,7 @@ def noise_sd(hu: np.ndarray, pixel_spacing: tuple[float, float], *, centres: np.
         centres = soft_tissue_centres(hu, pixel_spacing, hu_range=hu_range, window_mm=window_mm)
     count = int(np.count_nonzero(centres))
     if count < min_windows:
-        raise NoUniformRegion(f"no uniform soft-tissue region ({hu_range[0]:g}..{hu_range[1]:g} HU, "
+        raise NoUniformRegion(f"no uniform soft-tissue region (window mean {hu_range[0]:g}..{hu_range[1]:g} HU, "
                               f"{window_mm:g} mm windows: {count} found, {min_windows} needed)")
     n = size[0] * size[1]
     return histogram_mode(local_sd(hu, size)[centres]) * float(np.sqrt((n - 1) / (n - 2)))
