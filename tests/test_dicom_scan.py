@@ -146,7 +146,8 @@ def test_shared_series_are_kept_apart(shared_ct):
         "ge-head": 28, "rider-chest": 95, "ricord-chest/dicom": 248,
         "ricord-chest/Group Code/DICOM images": 20, "acrin-abdomen-pelvis": 99, "crlm-liver": 41,
         "kits-kidney": 18, "lidc-chest": 150,
-        "philips-chest-kernels/recon2": 64, "philips-chest-kernels/recon3": 64}  # one acquisition, two series
+        "philips-chest-kernels/recon2": 64, "philips-chest-kernels/recon3": 64,  # one acquisition, two series
+        "cptac-chest-b70f": 99}
     assert by_folder["ricord-chest/dicom"].transfer_syntaxes == ["JPEGLosslessSV1"]
     assert any("uneven" in w for w in by_folder["ge-head"].warnings)
 

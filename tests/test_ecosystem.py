@@ -103,3 +103,33 @@ def test_lenient_sections_overlapping_in_threads_restore_pydicoms_setting():
     release.set()
     worker.join()
     assert pydicom_config.settings.reading_validation_mode == before
+
+
+def test_lenient_sections_in_threads_keep_each_threads_warnings_and_the_filters(caplog):
+    """catch_warnings in overlapping threads (issue 28): the section left first restored the
+    filters under the other, whose warnings then escaped its log records."""
+    import threading
+    import warnings
+
+    from denoise.dicom.reading import lenient
+
+    filters, show = warnings.filters[:], warnings.showwarning
+    entered, left = threading.Event(), threading.Event()
+
+    def other():
+        with lenient("thread-b"):
+            entered.set()
+            left.wait(10)  # the main thread's section has closed
+            warnings.warn("b's complaint", UserWarning, stacklevel=1)
+
+    worker = threading.Thread(target=other)
+    with caplog.at_level(logging.DEBUG, logger="ct_denoise"):
+        with lenient("thread-a"):
+            worker.start()
+            entered.wait(10)
+            warnings.warn("a's complaint", UserWarning, stacklevel=1)
+        left.set()
+        worker.join(10)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "thread-a: pydicom: a's complaint" in messages and "thread-b: pydicom: b's complaint" in messages
+    assert warnings.filters == filters and warnings.showwarning is show

@@ -247,3 +247,41 @@ def test_qa_reports_each_bad_file_once_and_measures_the_good_ones(tmp_path, corp
     data = json.loads((tmp_path / "qa.json").read_text())
     measured = {f["file"] for f in data["files"] if "failed" not in f}
     assert set(good) <= measured
+
+
+def test_corrupt_jpeg2000_fails_with_one_short_line_naming_the_decoders_cause(tmp_path, tiny_model_path):
+    pytest.importorskip("pylibjpeg")
+    pytest.importorskip("openjpeg")  # pylibjpeg-openjpeg: the encoder here, and a decoder
+    ds = compressed_ct_dataset(phantom_hu(64, 64), syntax=JPEG2000Lossless)
+    data = bytearray(ds.PixelData)
+    siz = data.index(b"\xff\x4f\xff\x51")  # the codestream's SOC and SIZ markers
+    data[siz + 40:siz + 42] = b"\xff\xff"  # Csiz: 65535 components, which every decoder refuses
+    ds.PixelData = bytes(data)
+    save(ds, tmp_path / "in" / "corrupt-j2k.dcm")
+    write_series(tmp_path / "in" / "good", 1)
+    result = runner.invoke(cli.app, ["denoise", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
+                                     str(tiny_model_path), "--json", "-"])
+    assert_no_crash(result)
+    assert result.exit_code == 1, result.output
+    (failed,) = [f for f in json.loads(result.stdout)["files"] if f["status"] == "failed"]
+    reason = failed["reason"]
+    assert failed["file"] == "corrupt-j2k.dcm"
+    assert "\n" not in reason and "Traceback" not in reason and len(reason) <= 160, reason
+    assert reason.startswith("cannot decode pixel data (")
+    # pylibjpeg-openjpeg's own words survive the cap (today's GDCM plugin, tried first, says nothing useful)
+    assert "pylibjpeg: Error decoding the J2K data: failed to read the header" in reason, reason
+    (line,) = [ln for ln in result.stderr.splitlines() if "corrupt-j2k.dcm" in ln]
+    assert line == f"FAILED  corrupt-j2k.dcm: {reason}"
+
+
+def test_jpeg_2000_is_decoded_by_pylibjpeg_when_installed():
+    """GDCM, pydicom's first choice, aborts the process on some corrupt JPEG 2000 headers (issue 28)."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEG2000, JPEG2000Lossless, RLELossless
+
+    from denoise.dicom.pixels import preferred_plugin
+
+    if "pylibjpeg" not in get_decoder(JPEG2000Lossless).available_plugins:
+        pytest.skip("pylibjpeg-openjpeg is not installed")
+    assert preferred_plugin(JPEG2000Lossless) == preferred_plugin(JPEG2000) == "pylibjpeg"
+    assert preferred_plugin(RLELossless) == "" and preferred_plugin(None) == ""

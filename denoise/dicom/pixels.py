@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_rescale, get_decoder
+from pydicom.uid import JPEG2000TransferSyntaxes
 
 from denoise.dicom.geometry import functional_group, is_enhanced
 from denoise.dicom.identity import fill_uids
@@ -94,6 +95,22 @@ def stored_dtype(bits_allocated: int, pixel_representation: int) -> np.dtype:
 
 
 @leniently
+def preferred_plugin(tsyntax) -> str:
+    """The pydicom decoding plugin to use for ``tsyntax`` ("": pydicom's order).
+
+    JPEG 2000 goes to pylibjpeg when it is installed: GDCM, which pydicom tries
+    first, aborts the whole process on some corrupt JPEG 2000 headers (an
+    uncaught C++ exception) and its bundled openjpeg writes to stderr, while
+    pylibjpeg-openjpeg raises an exception naming the problem."""
+    if tsyntax in JPEG2000TransferSyntaxes:
+        try:
+            if "pylibjpeg" in get_decoder(tsyntax).available_plugins:
+                return "pylibjpeg"
+        except NotImplementedError:
+            pass
+    return ""
+
+
 def load_ct(path: str | Path) -> CTImage:
     """Read a CT file fully and convert every frame to HU (float32). Empty
     SOP UIDs of the main dataset are filled from the file meta (in memory)."""
@@ -107,10 +124,12 @@ def load_ct(path: str | Path) -> CTImage:
     if problem:
         raise PixelDataError(problem)
     try:
+        syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        ds.pixel_array_options(decoding_plugin=preferred_plugin(syntax))
         stored = ds.pixel_array
         n, rows, cols = int(ds.get("NumberOfFrames", 1) or 1), int(ds.Rows), int(ds.Columns)
     except Exception as exc:  # decoders raise RuntimeError/ValueError/... on bad data
-        raise PixelDataError(f"cannot decode pixel data ({one_line(exc)})") from exc
+        raise PixelDataError(f"cannot decode pixel data ({one_line(exc, 130)})") from exc  # fits the 160 of a reason
     # Check the frame count against the decoded data before frame_rescales loops over it.
     if stored.ndim not in (2, 3) or stored.size != n * rows * cols:
         raise PixelDataError(f"pixel array shape {stored.shape} does not match "
