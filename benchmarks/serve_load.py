@@ -13,6 +13,11 @@ below the data volume.
     python benchmarks/serve_load.py --senders 3 --slices 100 --json benchmarks/results/serve_load.json
     env -u OPENBLAS_CORETYPE python benchmarks/serve_load.py   # OpenBLAS's own kernel choice
 
+``--largest`` instead sends one Enhanced CT instance of exactly the node's
+default ``--max-pixels`` (256 frames of 512x512, a noisy phantom), the
+largest the limits admit, and reports the same figures for it: the memory a
+node needs is set by this, not by the volume received.
+
 Needs dcmtk, Orthanc and ../shared/data/ct.
 """
 
@@ -56,8 +61,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--senders", type=int, default=3)
     ap.add_argument("--slices", type=int, default=100)
+    ap.add_argument("--largest", action="store_true", help="one instance of the default --max-pixels")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.largest:
+        return largest(args.json)
     if not SHARED.is_dir() or not (peers.STORESCU and peers.ORTHANC):
         sys.exit("needs ../shared/data/ct, dcmtk's storescu and Orthanc")
     os.environ.setdefault("PYTHON", sys.executable)
@@ -93,6 +101,45 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def largest(json_path: Path | None) -> None:
+    import numpy as np
+    from pydicom.uid import EnhancedCTImageStorage, ExplicitVRLittleEndian
+    from pynetdicom import AE
+
+    from denoise.node.admit import DEFAULT_MAX_PIXELS
+    from tests import factory
+
+    frames = DEFAULT_MAX_PIXELS // (512 * 512)
+    rng = np.random.default_rng(0)
+    hu = factory.body_phantom(512)[None] + rng.normal(0, 20, (frames, 512, 512))
+    ds = factory.enhanced_ct_dataset(np.clip(hu + 1024, 0, 4095).astype(np.int16), rescales=((1.0, -1024.0),) * frames)
+    os.environ.setdefault("PYTHON", sys.executable)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        node = peers.start_node(tmp / "out", "--series-timeout", "1", "--ensemble", "1")
+        try:
+            sender = AE(ae_title="SCANNER")
+            sender.add_requested_context(EnhancedCTImageStorage, ExplicitVRLittleEndian)
+            t0 = time.perf_counter()
+            assoc = sender.associate("127.0.0.1", node.port, ae_title=node.aet)
+            status = assoc.send_c_store(ds).Status
+            assoc.release()
+            receive_s = time.perf_counter() - t0
+            peak_received = peak_rss_mib(node.proc.pid)
+            peers.wait_for(lambda: not peers_busy(tmp / "out"), 3600, every=1.0)
+            done_s = time.perf_counter() - t0
+            peak = peak_rss_mib(node.proc.pid)
+        finally:
+            node.stop()
+    result = {"instance": f"Enhanced CT, {frames} frames of 512x512 ({DEFAULT_MAX_PIXELS} pixels, the default "
+              "--max-pixels)", "status": f"0x{status:04X}", "bytes_sent_mib": round(len(ds.PixelData) / 2 ** 20, 1),
+              "receive_s": round(receive_s, 1), "node_peak_rss_after_receiving_mib": round(peak_received, 1),
+              "denoised_s": round(done_s, 1), "node_peak_rss_mib": round(peak, 1), "ensemble": 1}
+    print(json.dumps(result, indent=2))
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ Exit codes (:attr:`BatchReport.exit_code`): 0 every CT file has its output,
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -68,6 +70,7 @@ class FileOutcome:
     status: str  # "written" | "exists" | "failed" | "ignored"
     reason: str = ""
     seconds: float = 0.0  # time spent on this file (0 for files skipped at the scan)
+    retry: bool = False  # failed for want of a resource (the output could not be written): may succeed later
 
 
 @dataclass
@@ -132,6 +135,38 @@ def check_paths(input_path: Path, output_root: Path) -> None:
                          "choose a folder outside it")
     if src.is_file() and out / src.name == src:
         raise UsageError(f"{output_root}: writing there would overwrite the input file {input_path}")
+    check_writable(output_root)
+
+
+def check_writable(output_root: Path) -> None:
+    """Refuse (UsageError, one line naming the path and the cause) an output folder
+    that cannot be created or written: under a regular file, read-only, immutable,
+    on a read-only file system... before any file is processed. Proven by creating
+    the folder and a temporary file in it; the file, and the folders this check
+    created, are removed again (the batch creates them as it writes)."""
+    created = []  # the folders missing now, deepest first
+    folder = output_root.absolute()
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    try:
+        output_root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".ct-denoise-write-test-", dir=output_root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if folder.exists() and not folder.is_dir():
+            cause = f"{folder} is a file, not a folder"
+        else:
+            cause = (exc.strerror or one_line(exc)).lower()
+            cause += " (an immutable folder?)" if exc.errno == errno.EPERM else ""
+        raise UsageError(f"{output_root}: cannot write the output there: {cause}") from exc
+    finally:
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:
+                break
 
 
 def plan(result: ScanResult, output_root: Path) -> tuple[list[FileJob], list[FileOutcome]]:
@@ -179,7 +214,11 @@ def process_file(job: FileJob, transform: Transform, *, force: bool) -> FileOutc
             raise ValueError(f"operation changed the image shape {image.hu.shape} -> {hu.shape}")
         ds = derive_dataset(image.dataset, hu, image.rescales, transform.derivation,
                             padding=image.padding, extra=extra)
-        write_atomic(ds, job.output)
+        try:
+            write_atomic(ds, job.output)
+        except OSError as exc:  # a full disk, a quota, permissions: not the file's fault
+            return FileOutcome(rel, "failed", f"cannot write {job.output.name}: {one_line(exc)}",
+                               time.perf_counter() - t0, retry=True)
     except Exception as exc:  # batch boundary: report the file, keep going
         return FileOutcome(rel, "failed", one_line(exc), time.perf_counter() - t0)
     return FileOutcome(rel, "written", seconds=time.perf_counter() - t0)
@@ -249,12 +288,14 @@ def execute_dask(jobs: list[FileJob], factory: TransformFactory, *, force: bool,
 
 
 def execute(jobs: list[FileJob], factory: TransformFactory, *, force: bool,
-            workers: int, scheduler: str | None = None) -> Iterator[FileOutcome]:
+            workers: int, scheduler: str | None = None,
+            on_begin: Callable[[FileJob], None] | None = None) -> Iterator[FileOutcome]:
     """Yield one outcome per job, using ``workers`` processes (or a Dask
     cluster when ``scheduler`` is given). With processes, outcomes come as
     files finish (a slow file holds nobody up); if a worker dies, the files
     whose result had come back keep it, and only the others are reported
-    failed."""
+    failed. ``on_begin(job)`` is called before each file in a single process
+    (the node records what it was doing, should it die)."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
     if scheduler is not None:
@@ -263,6 +304,8 @@ def execute(jobs: list[FileJob], factory: TransformFactory, *, force: bool,
     if workers == 1 or len(jobs) <= 1:
         transform = factory.build()
         for job in jobs:
+            if on_begin is not None:
+                on_begin(job)
             yield process_file(job, transform, force=force)
         return
     ctx = multiprocessing.get_context("spawn")
@@ -286,7 +329,8 @@ def run_batch(input_path: str | os.PathLike, output_root: str | os.PathLike,
               factory: TransformFactory, *, force: bool = False, workers: int = 1,
               scheduler: str | None = None, on_outcome: Callable[[FileOutcome], None] | None = None,
               on_plan: Callable[[int], None] | None = None, allow_non_hu: bool = False,
-              on_scan: Callable[[int, int], None] | None = None) -> BatchReport:
+              on_scan: Callable[[int, int], None] | None = None,
+              on_begin: Callable[[FileJob], None] | None = None) -> BatchReport:
     """Scan ``input_path``, run the factory's transform on every CT file and
     write derived DICOM under ``output_root``. See the module docstring.
     CT whose values are not HU is ignored with its reason unless ``allow_non_hu``."""
@@ -302,7 +346,8 @@ def run_batch(input_path: str | os.PathLike, output_root: str | os.PathLike,
     t0 = time.perf_counter()
     try:
         if jobs:
-            for outcome in execute(jobs, factory, force=force, workers=workers, scheduler=scheduler):
+            for outcome in execute(jobs, factory, force=force, workers=workers, scheduler=scheduler,
+                                   on_begin=on_begin):
                 report.outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)

@@ -26,11 +26,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from denoise.atomic import finite
 from denoise.backend import DeviceError
-from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, BatchReport, UsageError
+from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, BatchReport, UsageError, check_paths
+from denoise.logs import OneLineFormatter
+from denoise.node.admit import DEFAULT_MAX_PIXELS
 from denoise.text import one_line, printable
 
 EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
-LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 app = typer.Typer(
     help="Denoise CT DICOM with a NumPy convolutional autoencoder.\n\n"
@@ -86,7 +87,7 @@ def configure_logging(level: int) -> None:
     logger.setLevel(level)
     if not any(getattr(h, "ct_denoise", False) for h in logger.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(OneLineFormatter())
         handler.ct_denoise = True
         logger.addHandler(handler)
     for name in ("pydicom", "pynetdicom"):
@@ -274,6 +275,11 @@ def noise(
 
     codes, summaries = [], {}
     runs = [(output, False)] + ([(clean_out, True)] if clean_out is not None else [])
+    if clean_out is not None:  # the second run's folder is checked before the first run writes anything
+        try:
+            check_paths(input, clean_out)
+        except UsageError as exc:
+            raise fail(str(exc)) from exc
     with human_report(json_out):
         for target, clean in runs:
             try:
@@ -565,6 +571,26 @@ def serve(
     = 2,
     noise_sd: Annotated[float | None, typer.Option("--noise-sd", help="HU of noise to remove (as for denoise).")]
     = None,
+    max_pixels: Annotated[int, typer.Option(
+        min=1, help="Refuse (0xC000) an instance of more pixels than this, rows x columns x frames; it bounds the "
+        "memory one instance takes.")] = DEFAULT_MAX_PIXELS,
+    keep_days: Annotated[float, typer.Option(
+        min=0, help="Delete finished and quarantined jobs (originals and derived series) after this many days; "
+        "inf keeps them.")] = 7.0,
+    connect_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Seconds to wait for a --forward destination to accept the TCP connection.")] = 10.0,
+    max_associations: Annotated[int, typer.Option(min=1, help="Associations at once; more are rejected.")] = 16,
+    max_per_peer: Annotated[int, typer.Option(
+        min=1, help="Connections at once from one peer address; more are closed at once.")] = 4,
+    idle_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Seconds for a new connection to send its whole association request.")] = 30.0,
+    pdu_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Seconds for any PDU to arrive whole once it has begun; a slower peer is dropped.")] = 60.0,
+    max_pdu: Annotated[int, typer.Option(
+        min=1024, help="Largest P-DATA PDU the node announces and accepts, in bytes; a peer that sends a larger one "
+        "is dropped.")] = 16382,
+    drain: Annotated[float, typer.Option(
+        min=0.001, help="Seconds open associations get to finish after SIGTERM/SIGINT.")] = 30.0,
     status_of: Annotated[Path | None, typer.Option(
         "--status", help="Show the queue of the node folder DIR and exit.")] = None,
     json_out: JsonOut = None,
@@ -592,7 +618,10 @@ def serve(
     options = job.ServeOptions(out=out_dir, aet=aet, port=port, bind=bind, forward=destinations,
                                allow=tuple(allow or []), series_timeout_s=series_timeout,
                                model_path=None if model is None else str(model), strength=strength,
-                               ensemble=ensemble, noise_sd_hu=noise_sd)
+                               ensemble=ensemble, noise_sd_hu=noise_sd, max_pixels=max_pixels,
+                               keep_days=keep_days, connect_timeout_s=connect_timeout,
+                               max_associations=max_associations, max_per_peer=max_per_peer,
+                               idle_timeout_s=idle_timeout, pdu_timeout_s=pdu_timeout, max_pdu=max_pdu, drain_s=drain)
     try:
         code = job.run(options)
     except UsageError as exc:
@@ -610,7 +639,11 @@ def print_node_status(state: dict) -> None:
         extra = f", retry in {q['next_try_in_s']:g} s after: {q['last_error']}" if q["last_error"] else ""
         out.print(f"queued     series {q['series']}: {q['instances']} instances, stage {q['stage']}{extra}",
                   markup=False)
+    for q in state["quarantined"]:
+        for name, reason in q["files"].items():
+            out.print(f"quarantine series {q['series']}: {name}: {reason} (in quarantine/{q['job']})", markup=False)
     out.print(f"{len(state['receiving'])} receiving, {len(state['queue'])} queued, "
+              f"{sum(len(q['files']) for q in state['quarantined'])} quarantined, "
               f"{state['finished_jobs']} finished jobs, {state['derived_series']} derived series", markup=False)
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from pydicom.sr.codedict import codes
 
-from denoise.batch import BatchReport, UsageError, run_batch
+from denoise.batch import BatchReport, UsageError, check_paths, run_batch
 from denoise.dicom.scan import CTFile
 from denoise.dicom.write import Derivation
 from denoise.inference import DEFAULT_ENSEMBLE, DEFAULT_STRENGTH, Denoiser, strength_level, strength_name
@@ -99,6 +100,7 @@ def run(input_path, output_root, *, model_path=None, tile: int | None = None, ov
         raise UsageError(f"--tile must be >= 8 pixels, got {tile}")
     if not 0 <= overlap < 1:
         raise UsageError(f"--overlap must be in [0, 1), got {overlap}")
+    check_paths(Path(input_path), Path(output_root))  # an unwritable output fails before the model loads
     job = DenoiseJob(None if model_path is None else str(model_path), tile, overlap, device,
                      threads=1 if workers > 1 or scheduler else None, ensemble=ensemble, strength=strength,
                      noise_sd_hu=noise_sd_hu)

@@ -33,10 +33,10 @@ _COLUMNS = ["noise SD (HU)", "NPS peak (cycles/mm)", "NPS mean (cycles/mm)", "ed
 _KEYS = [("noise_sd_hu", ".1f"), ("nps_peak_freq_mm", ".3f"), ("nps_mean_freq_mm", ".3f"), ("edge_width_mm", ".2f"),
          ("mtf50_per_mm", ".3f")]
 EXPLAIN = ("Measured on the images alone, as medical physicists do (ICRU 87, AAPM TG-233): noise SD is the mode "
-           "of local SDs over 6 mm windows in uniform soft tissue (0..100 HU); the noise power spectrum (NPS) "
-           "comes from detrended uniform ROIs of about 15 mm, radially averaged, summarised by its peak and "
-           "power-weighted mean frequency (lower = coarser, blotchier texture); sharpness is the 10-90 % width "
-           "of the mean edge profile across the air/body boundary, with the MTF50 from it. The residual is "
+           "of local SDs over 6 mm windows of uniform water or soft tissue (mean -50..150 HU); the noise power "
+           "spectrum (NPS) comes from detrended uniform ROIs of about 15 mm, radially averaged, summarised by its "
+           "peak and power-weighted mean frequency (lower = coarser, blotchier texture); sharpness is the 10-90 % "
+           "width of the mean edge profile across the air/body boundary, with the MTF50 from it. The residual is "
            "what the processing removed; its structure (0..1) says how much of it follows the anatomy's "
            "edges rather than looking like noise.")
 

@@ -2,14 +2,23 @@
 denoises each series once it is complete, and forwards the derived series.
 
 * Receiving: :mod:`denoise.node.scp` (pynetdicom Storage SCP + Verification);
-  every acknowledged instance is already durably in the spool.
-* Processing: a series is complete when nothing has arrived for
-  ``series_timeout_s``; it is denoised by :func:`denoise.batch.run_batch` with
-  the same transform as ``ct-denoise denoise`` (same rules, same derived UIDs).
-* Forwarding: :mod:`denoise.node.forward`, retried with backoff; a job stays
-  queued until every destination has acknowledged every derived instance.
+  an instance is acknowledged only once it is admitted
+  (:mod:`denoise.node.admit`: a decodable CT image within the limits, with
+  valid UIDs) and durably in the spool.
+* Processing (the main thread): a series is complete when nothing has arrived
+  for ``series_timeout_s``; it is denoised by :func:`denoise.batch.run_batch`
+  with the same transform as ``ct-denoise denoise``. A derived copy that
+  cannot be written (a full disk) keeps the job in the denoise stage, retried
+  with backoff; an instance the node died on ``MAX_STARTS`` times is moved to
+  ``quarantine/`` and the rest of its series goes on.
+* Forwarding (its own thread, so a slow destination never holds up
+  receiving or denoising): :mod:`denoise.node.forward`, retried with
+  backoff; a job stays queued until every destination has acknowledged every
+  derived instance.
 * Crash safety: :mod:`denoise.node.spool` keeps all state in files; a restart
   after SIGKILL finishes every acknowledged series.
+* At rest: files readable by the node's user only; finished jobs removed
+  after ``keep_days``.
 * SIGTERM/SIGINT drain: no new associations, running ones get ``drain_s`` to
   finish, the file being denoised is finished and the rest stays queued.
 
@@ -21,6 +30,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import signal
 import threading
@@ -28,16 +38,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from denoise.batch import FileOutcome, UsageError, run_batch
+from denoise.batch import FileJob, FileOutcome, UsageError, run_batch
 from denoise.inference import DEFAULT_ENSEMBLE, DEFAULT_STRENGTH
+from denoise.logs import OneLineFormatter
+from denoise.node.admit import DEFAULT_MAX_PIXELS, Limits
 from denoise.node.forward import Destination, ForwardError, backoff, check_ae_title, send
+from denoise.node.inbox import Inbox
 from denoise.node.scp import StorageHandlers, build_ae
-from denoise.node.spool import Spool
+from denoise.node.spool import JobState, Spool
 from denoise.text import one_line
 from pipelines.denoise_folder import DenoiseJob, Prebuilt, build_checked
 
 log = logging.getLogger("ct_denoise.serve")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+MAX_STARTS = 3  # the node died this many times on one instance: it goes to quarantine
+SWEEP_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,14 @@ class ServeOptions:
     noise_sd_hu: float | None = None
     poll_s: float = 0.2
     drain_s: float = 30.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    keep_days: float = 7.0
+    connect_timeout_s: float = 10.0
+    max_associations: int = 16
+    max_per_peer: int = 4
+    idle_timeout_s: float = 30.0
+    pdu_timeout_s: float = 60.0
+    max_pdu: int = 16382
 
     def checked(self) -> ServeOptions:
         try:
@@ -67,6 +89,19 @@ class ServeOptions:
             raise UsageError(f"--port must be 0..65535, got {self.port}")
         if not self.series_timeout_s > 0:
             raise UsageError(f"--series-timeout must be > 0 seconds, got {self.series_timeout_s}")
+        if not self.max_pixels >= 1:
+            raise UsageError(f"--max-pixels must be >= 1, got {self.max_pixels}")
+        if not self.keep_days >= 0:  # also refuses NaN; inf keeps everything
+            raise UsageError(f"--keep-days must be >= 0 (inf: keep forever), got {self.keep_days}")
+        for name, value in (("--connect-timeout", self.connect_timeout_s), ("--idle-timeout", self.idle_timeout_s),
+                            ("--pdu-timeout", self.pdu_timeout_s), ("--drain", self.drain_s)):
+            if not 0 < value < math.inf:
+                raise UsageError(f"{name} must be > 0 seconds, got {value}")
+        if self.max_associations < 1 or self.max_per_peer < 1:
+            raise UsageError(f"--max-associations and --max-per-peer must be >= 1, got {self.max_associations} "
+                             f"and {self.max_per_peer}")
+        if not 1024 <= self.max_pdu <= 2 ** 31:
+            raise UsageError(f"--max-pdu must be 1024..2147483648 bytes, got {self.max_pdu}")
         return self
 
 
@@ -85,20 +120,30 @@ class Node:
         job = DenoiseJob(self.options.model_path, ensemble=self.options.ensemble, strength=self.options.strength,
                          noise_sd_hu=self.options.noise_sd_hu)
         self.transform = build_checked(job)  # a bad --model is a usage error before anything listens
+        self._next_sweep = 0.0
 
     # ------------------------------------------------------------ lifecycle
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (or :attr:`stopping` is set); returns the exit code."""
         o = self.options
-        o.out.mkdir(parents=True, exist_ok=True)
-        lock = _lock_folder(o.out)
+        umask = os.umask(0o077)  # patient data: readable by the node's user only
+        try:
+            o.out.mkdir(parents=True, exist_ok=True)
+            o.out.chmod(0o700)  # also covers files an older node left readable
+            lock = _lock_folder(o.out)
+        except BaseException:
+            os.umask(umask)
+            raise
         file_log = logging.FileHandler(o.out / "node.log")
-        file_log.setFormatter(logging.Formatter(LOG_FORMAT))
+        file_log.setFormatter(OneLineFormatter())
         log.addHandler(file_log)
+        inbox = Inbox(self.spool.tmp)
         try:
             self.spool.open()
-            ae = build_ae(o.aet, o.allow)
-            handlers = StorageHandlers(self.spool)
+            inbox.install()
+            ae = build_ae(o.aet, o.allow, max_associations=o.max_associations, max_per_peer=o.max_per_peer,
+                          idle_timeout_s=o.idle_timeout_s, pdu_timeout_s=o.pdu_timeout_s, max_pdu=o.max_pdu)
+            handlers = StorageHandlers(self.spool, Limits(max_pixels=o.max_pixels), inbox)
             try:
                 server = ae.start_server((o.bind, o.port), block=False, evt_handlers=handlers.handlers())
             except OSError as exc:
@@ -108,12 +153,15 @@ class Node:
             log.info("node %s listening on %s:%s; out %s; forward to %s; series timeout %g s", o.aet, o.bind,
                      port, o.out, ", ".join(map(str, o.forward)) or "nowhere", o.series_timeout_s)
             (o.out / "node.port").write_text(f"{port}\n")
+            forwarder = threading.Thread(target=self._forward_loop, name="ct-denoise-forward", daemon=True)
+            forwarder.start()
             try:
                 while not self.stopping.is_set():
                     if not self.step():
                         self.stopping.wait(o.poll_s)
             except Drained:
                 pass
+            self.stopping.set()
             server.shutdown()
             busy = [a for a in ae.active_associations if a.is_established]
             log.info("draining: no new associations; %d open ones get %g s to finish", len(busy), o.drain_s)
@@ -121,13 +169,16 @@ class Node:
             while any(a.is_established for a in ae.active_associations) and time.monotonic() < deadline:
                 time.sleep(0.1)
             ae.shutdown()
+            forwarder.join(max(0.0, deadline - time.monotonic()) + 1.0)
             status = self.spool.status()
             log.info("stopped: %d series receiving, %d jobs queued", len(status["receiving"]), len(status["queue"]))
             return 0
         finally:
+            inbox.remove()
             log.removeHandler(file_log)
             file_log.close()
             lock.close()
+            os.umask(umask)
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -139,46 +190,120 @@ class Node:
     def close_idle(self) -> None:
         for job in self.spool.close_idle(self.options.series_timeout_s):
             log.debug("series %s complete: %d instances queued as job %s", self.spool.series_of(job),
-                     len(self.spool.sources(job)), job)
+                      len(self.spool.sources(job)), job)
+
+    def sweep(self) -> None:
+        """Remove finished jobs past the retention period (once a minute)."""
+        now = time.time()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_EVERY_S
+        for job in self.spool.sweep(self.options.keep_days * 86400.0, now):
+            log.info("job %s removed: finished more than %g days ago (--keep-days)", job, self.options.keep_days)
+
+    def due(self, stage: str) -> list[str]:
+        now = time.time()
+        return [job for job in self.spool.jobs()
+                if (st := self.spool.state(job)).stage == stage and st.next_try <= now]
 
     def step(self) -> bool:
-        """Close idle series and advance one due job by one stage; False when idle."""
+        """Close idle series, sweep old jobs and denoise one due job; False when idle."""
         self.close_idle()
-        now = time.time()
-        for job in self.spool.jobs():
-            state = self.spool.state(job)
-            if state.stage == "forward" and state.next_try > now:
-                continue
-            if state.stage == "denoise":
+        self.sweep()
+        for job in self.due("denoise"):
+            try:
                 self.denoise(job)
-            else:
-                self.forward(job)
+            except Drained:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the node goes on; the job is retried later
+                self._retry_later(job, self.spool.state(job), "denoise", f"denoise failed: {one_line(exc)}")
+                log.debug("job %s: traceback", job, exc_info=True)
             return True
         return False
+
+    def _retry_later(self, job: str, state: JobState, key: str, error: str) -> None:
+        state.attempts[key] = state.attempts.get(key, 0) + 1
+        wait = backoff(state.attempts[key])
+        state.next_try = time.time() + wait
+        state.last_error = f"{key}: {error}" if key != "denoise" else error
+        self.spool.save_state(job, state)
+        log.error("series %s: %s (attempt %d); retry in %g s", self.spool.series_of(job), error,
+                  state.attempts[key], wait)
+
+    def _count_crash(self, job: str, state: JobState) -> None:
+        """``state.current`` is set: the node died while denoising it. Count
+        that, and set the file aside once it has happened ``MAX_STARTS`` times."""
+        name, series = state.current, self.spool.series_of(job)
+        crashes = state.crashes[name] = state.crashes.get(name, 0) + 1
+        state.current = ""
+        if crashes >= MAX_STARTS and (self.spool.queue / job / name).is_file():
+            reason = (f"the node stopped {crashes} times while denoising it (killed, out of memory?); "
+                      "quarantined so that the rest of the queue goes on")
+            self.spool.quarantine_file(job, name, reason)
+            state.quarantined.append(f"{name}: {reason}")
+            log.error("series %s: %s quarantined: %s", series, name, reason)
+        else:
+            log.warning("series %s: the node stopped while denoising %s (%d of %d times before it is quarantined)",
+                        series, name, crashes, MAX_STARTS)
+        self.spool.save_state(job, state)
 
     def denoise(self, job: str) -> None:
         state = self.spool.state(job)
         series = self.spool.series_of(job)
+        if state.current:
+            self._count_crash(job, state)
         t0 = time.perf_counter()
+        logged: set[str] = set()
+
+        def begin(file_job: FileJob) -> None:
+            state.current = str(file_job.source.relpath)
+            self.spool.save_state(job, state)
 
         def between_files(outcome: FileOutcome) -> None:
-            if outcome.status == "failed":
+            state.current = ""
+            self.spool.save_state(job, state)
+            if outcome.status in ("failed", "ignored"):
                 log.warning("series %s: %s not denoised: %s", series, outcome.relpath, outcome.reason)
+                logged.add(outcome.relpath)
             self.close_idle()  # other series complete while this one is denoised
             if self.stopping.is_set():
                 raise Drained
 
         report = run_batch(self.spool.queue / job, self.spool.derived_dir(job), Prebuilt(self.transform),
-                           on_outcome=between_files)
+                           on_outcome=between_files, on_begin=begin)
+        for o in report.outcomes:  # files the scan set aside never reach between_files
+            if o.status in ("failed", "ignored") and o.relpath not in logged:
+                log.warning("series %s: %s not denoised: %s", series, o.relpath, o.reason)
+        state.denoise_s += time.perf_counter() - t0
+        retry = [o for o in report.outcomes if o.retry]
+        if retry:  # a full disk: keep the job here, and try again once there may be room
+            self._retry_later(job, state, "denoise", f"{len(retry)} of {len(report.outcomes)} derived copies "
+                                                     f"not written ({retry[0].reason})")
+            return
         counts = {s: report.count(s) for s in ("written", "exists", "failed", "ignored")}
         state.outcome = counts
         state.failures = [f"{o.relpath}: {o.reason}" for o in report.outcomes if o.status in ("failed", "ignored")]
-        state.stage = "forward"
-        state.denoise_s = time.perf_counter() - t0
+        state.failures += state.quarantined
+        state.attempts.pop("denoise", None)
+        state.stage, state.next_try, state.last_error = "forward", 0.0, ""
         self.spool.save_state(job, state)
         log.debug("series %s: %d instances, %d denoised, %d already done, %d failed, %d ignored in %.1f s",
                   series, len(report.outcomes), counts["written"], counts["exists"], counts["failed"],
                   counts["ignored"], state.denoise_s)
+
+    # ----------------------------------------------------------- forwarding
+    def _forward_loop(self) -> None:
+        """The forwarding thread: one due job at a time, until the node stops."""
+        while not self.stopping.is_set():
+            try:
+                jobs = self.due("forward")
+                for job in jobs[:1]:
+                    self.forward(job)
+            except Exception:  # noqa: BLE001 - never let the thread die: log it and go on
+                log.exception("forwarding: internal error")
+                jobs = []
+            if not jobs:
+                self.stopping.wait(self.options.poll_s)
 
     def derived_files(self, job: str) -> list[Path]:
         out = self.spool.derived_dir(job)
@@ -193,8 +318,11 @@ class Node:
             key = str(dest)
             already = self.spool.sent_uids(job, key)
             try:
-                n = send(files, dest, self.options.aet, already, lambda uid, k=key: self.spool.record_sent(job, k, uid))
+                n = send(files, dest, self.options.aet, already, lambda uid, k=key: self.spool.record_sent(job, k, uid),
+                         connect_timeout_s=self.options.connect_timeout_s, stop=self.stopping.is_set)
             except (ForwardError, OSError, ValueError) as exc:
+                if self.stopping.is_set():
+                    return  # a drain: the job stays queued as it is
                 pending = True
                 state.attempts[key] = state.attempts.get(key, 0) + 1
                 wait = backoff(state.attempts[key])
@@ -210,7 +338,7 @@ class Node:
             self.spool.save_state(job, state)
             return
         received = len(self.spool.sources(job))
-        self.spool.finish(job)
+        self.spool.finish(job, state)
         c = state.outcome
         where = ", ".join(f"{k} ({v} instances)" for k, v in state.sent.items()) or "nowhere (no --forward)"
         log.info("series %s finished: %d instances received, %d denoised (%d already done, %d failed, %d ignored) "

@@ -244,3 +244,20 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def queue_of(out: Path) -> dict:
+    """``ct-denoise serve --status OUT --json -`` as data (through Typer's CliRunner)."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--status", str(out), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def settled(out: Path) -> bool:
+    """True when the node folder ``out`` has nothing receiving and nothing queued."""
+    state = queue_of(out)
+    return not state["receiving"] and not state["queue"]

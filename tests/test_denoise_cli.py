@@ -214,3 +214,68 @@ def test_denoiser_ensemble_is_the_mean_of_flipped_single_passes(tiny_model):
     flips = [one(hu), one(hu[:, ::-1])[:, ::-1], one(hu[::-1])[::-1], one(hu[::-1, ::-1])[::-1, ::-1]]
     np.testing.assert_allclose(four(hu), np.mean(flips, axis=0), rtol=0, atol=1e-3)
     assert np.abs(four(hu) - one(hu)).max() > 0.01  # the tiny model is not flip-equivariant
+
+
+@pytest.fixture(params=["under a regular file", "read-only folder", "immutable folder"])
+def unwritable_output(request, tmp_path):
+    """(output path, a word of the expected cause) that no file can be written under."""
+    import shutil
+    import subprocess
+
+    kind = request.param
+    if kind == "under a regular file":  # unwritable for everyone, root included
+        (tmp_path / "somefile.txt").write_text("")
+        yield tmp_path / "somefile.txt" / "sub", "is a file, not a folder"
+        return
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if kind == "read-only folder":
+        folder.chmod(0o555)
+        try:
+            (folder / "probe").touch()
+        except PermissionError:
+            yield folder / "out", "permission denied"
+        else:  # root (CAP_DAC_OVERRIDE) writes into a read-only folder anyway
+            pytest.skip("this user can write into a read-only folder")
+        finally:
+            folder.chmod(0o755)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make an immutable folder here (needs chattr, root and a file system that has it)")
+    try:
+        yield folder, "operation not permitted"
+    finally:
+        subprocess.run([chattr, "-i", str(folder)], check=True)
+
+
+def test_unwritable_output_is_a_usage_error_before_any_file_is_processed(
+        series_dir, tiny_model, unwritable_output, monkeypatch):
+    import denoise.batch
+
+    out, cause = unwritable_output
+    processed = []
+    real = denoise.batch.process_file
+    monkeypatch.setattr(denoise.batch, "process_file", lambda job, *a, **k: processed.append(job) or real(job, *a, **k))
+    for command in (["denoise", "--model", str(tiny_model)], ["noise", "--sigma", "20"]):
+        result = runner.invoke(cli.app, [command[0], str(series_dir), str(out), *command[1:]])
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert result.exit_code == 2, result.output
+        assert len(lines) == 1 and lines[0].startswith(f"error: {out}: cannot write") and cause in lines[0], lines
+        assert processed == []  # failed up front: no file was read, denoised or written
+
+
+def test_noise_checks_the_clean_output_before_writing_the_noisy_one(tmp_path, series_dir):
+    (tmp_path / "somefile.txt").write_text("")
+    result = runner.invoke(cli.app, ["noise", str(series_dir), str(tmp_path / "noisy"), "--dose", "1e5",
+                                     "--clean-out", str(tmp_path / "somefile.txt" / "clean")])
+    assert result.exit_code == 2 and "somefile.txt is a file, not a folder" in result.output, result.output
+    assert not (tmp_path / "noisy").exists()
+
+
+def test_the_write_check_leaves_nothing_behind(tmp_path, tiny_model):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(cli.app, ["denoise", str(empty), str(tmp_path / "new" / "out"), "--model", str(tiny_model)])
+    assert result.exit_code == 3, result.output
+    assert not (tmp_path / "new").exists()  # nothing to write: the folders the check made are gone again

@@ -436,3 +436,34 @@ def test_an_orthanc_archive_files_every_derived_series_in_the_source_study(tmp_p
     assert len(series) == 2 * len(folders)  # the synthetic series and the Enhanced CT, four times over
     assert len({s["SeriesInstanceUID"] for s in series}) == len(series)
     assert len({(s.get("SeriesNumber"), s.get("SeriesDescription")) for s in series}) == len(series)
+
+
+def test_a_corrected_source_gets_another_derived_uid_and_is_not_taken_as_done(tmp_path):
+    """Issue 28: the derived SOP Instance UID depended on pixels, rescale and settings only, so a
+    source re-sent with a corrected patient name found its old derived object 'already done'."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from denoise.dicom.write import Derivation, expected_sop_uid
+
+    ds = ct_dataset(phantom_hu(16, 16))
+    ds.PatientName = "Wrong^Patient"
+    how = Derivation(key="test", description="test", series_suffix="test")
+    rescales = [(1.0, -1024.0)]
+    before = expected_sop_uid(ds, rescales, how)
+    implicit = save(ds, tmp_path / "implicit.dcm")
+    explicit = pydicom.dcmread(implicit)
+    explicit.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    explicit.save_as(tmp_path / "explicit.dcm", implicit_vr=False, little_endian=True)
+    for path in (implicit, tmp_path / "explicit.dcm"):  # the same object in either syntax: the same UID
+        assert expected_sop_uid(pydicom.dcmread(path), rescales, how) == before
+    ds.PatientName = "Right^Patient"
+    assert expected_sop_uid(ds, rescales, how) != before
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    ds.PatientName = "Wrong^Patient"
+    save(ds, src / "a.dcm")
+    assert denoise_folder.run(src, out).count("written") == 1
+    ds.PatientName = "Right^Patient"
+    save(ds, src / "a.dcm")  # the source corrected; a rerun without --force must not keep the stale output
+    again = denoise_folder.run(src, out)
+    assert again.count("exists") == 0 and "is not this operation's result" in again.outcomes[0].reason

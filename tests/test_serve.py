@@ -7,7 +7,6 @@ tests skip with a note (``.ci/run`` installs them).
 
 from __future__ import annotations
 
-import json
 import resource
 import subprocess
 import sys
@@ -42,15 +41,7 @@ def expected_derived(src: Path, tmp: Path) -> dict[str, Path]:
     return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in out.rglob("*") if p.is_file()}
 
 
-def queue_of(out: Path) -> dict:
-    result = runner.invoke(app, ["serve", "--status", str(out), "--json", "-"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def settled(out: Path) -> bool:
-    state = queue_of(out)
-    return not state["receiving"] and not state["queue"]
+queue_of, settled = peers.queue_of, peers.settled
 
 
 def acknowledged(storescu: subprocess.CompletedProcess) -> int:
@@ -124,7 +115,7 @@ def test_series_is_denoised_like_denoise_and_forwarded_to_the_archive(tmp_path):
     assert len([line for line in log.splitlines() if "INFO series" in line]) == 1  # one line per series
     assert factory.PATIENT_NAME not in log and factory.PATIENT_ID not in log
     status_text = runner.invoke(app, ["serve", "--status", str(tmp_path / "out")]).output
-    assert "0 receiving, 0 queued, 1 finished jobs" in status_text
+    assert "0 receiving, 0 queued, 0 quarantined, 1 finished jobs" in status_text
 
 
 def test_compressed_ct_is_kept_as_sent_and_denoised(tmp_path):

@@ -17,11 +17,12 @@ series) a new Series Instance UID and Series Number, and says what was done:
 It is always written as uncompressed Explicit VR Little Endian.
 
 UIDs are derived deterministically from everything that determines the
-output pixels: the source UIDs, the operation and its settings (the
-derivation key), a digest of the source's pixel data and rescale, and any
-per-file input of the operation (e.g. the noise stream). Re-running an
-interrupted batch adds files to the *same* output series, and two different
-images never share a SOP Instance UID.
+output object: the source UIDs, the operation and its settings (the
+derivation key), a digest of the source's pixel data and rescale, a digest
+of its other public attributes (a source re-sent with a corrected patient
+name is another object), and any per-file input of the operation (e.g. the
+noise stream). Re-running an interrupted batch adds files to the *same*
+output series, and two different objects never share a SOP Instance UID.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from denoise.dicom.padding import Padding, find_padding, keep_padding
 from denoise.dicom.pixels import hu_to_stored, stored_range
 from denoise.dicom.provenance import code_item, file_meta, processing_time, stamp
 from denoise.dicom.reading import lenient, leniently
+
+_PIXEL_DATA = 0x7FE00010
 
 _INVALIDATED = ("SmallestImagePixelValue", "LargestImagePixelValue",
                 "SmallestPixelValueInSeries", "LargestPixelValueInSeries")
@@ -109,11 +112,37 @@ def pixel_digest(source: Dataset, rescales: list[tuple[float, float]]) -> str:
     return digest.hexdigest()[:32]
 
 
+@leniently
+def header_digest(source: Dataset) -> str:
+    """A digest of the source's public attributes other than its pixel data,
+    as values (the same whichever transfer syntax carried them). Private
+    attributes are left out: their values read differently in implicit VR."""
+    digest = hashlib.sha256()
+    _feed(digest, source)
+    return digest.hexdigest()[:32]
+
+
+def _feed(digest, ds: Dataset) -> None:
+    for elem in ds:
+        if elem.tag == _PIXEL_DATA or elem.tag.is_private or elem.tag.element == 0:  # group lengths vary
+            continue
+        if elem.VR == "SQ":
+            digest.update(f"{elem.tag}[".encode())
+            for item in elem.value:
+                _feed(digest, item)
+                digest.update(b"|")
+            digest.update(b"]")
+        elif isinstance(elem.value, bytes):
+            digest.update(f"{elem.tag}#".encode() + elem.value)
+        else:
+            digest.update(f"{elem.tag}={elem.value!s};".encode())
+
+
 def expected_sop_uid(source: Dataset, rescales: list[tuple[float, float]], derivation: Derivation,
                      extra: str = "") -> str:
     """The SOP Instance UID :func:`derive_dataset` gives the derived object of ``source``."""
     sop = str(fill_uids(source).get("SOPInstanceUID", "") or "")
-    return derived_sop_uid(sop, derivation, f"{pixel_digest(source, rescales)} {extra}")
+    return derived_sop_uid(sop, derivation, f"{pixel_digest(source, rescales)} {header_digest(source)} {extra}")
 
 
 @leniently

@@ -65,10 +65,14 @@ class ForwardError(RuntimeError):
 
 
 def send(files: Iterable[Path], destination: Destination, calling_aet: str, already: set[str],
-         on_sent: Callable[[str], None], timeout_s: float = 30.0) -> int:
+         on_sent: Callable[[str], None], timeout_s: float = 30.0, connect_timeout_s: float = 10.0,
+         stop: Callable[[], bool] = lambda: False) -> int:
     """C-STORE every file whose SOP Instance UID is not in ``already``;
     ``on_sent(uid)`` after each acknowledged one. Returns the number sent.
-    Raises :class:`ForwardError` at the first failure (nothing more is sent)."""
+    Raises :class:`ForwardError` at the first failure (nothing more is sent).
+    A destination that does not answer the TCP connection within
+    ``connect_timeout_s`` fails the attempt; ``stop()`` is asked between
+    instances (a drain), and True ends the attempt with a :class:`ForwardError`."""
     todo = []
     for path in files:
         with lenient(path):
@@ -79,6 +83,7 @@ def send(files: Iterable[Path], destination: Destination, calling_aet: str, alre
         return 0
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+    ae.connection_timeout = connect_timeout_s  # a host that drops SYNs would hold the attempt for minutes
     for sop_class in sorted({c for _, c, _ in todo}):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     try:
@@ -88,10 +93,13 @@ def send(files: Iterable[Path], destination: Destination, calling_aet: str, alre
         raise ForwardError(f"cannot connect: {one_line(exc)}") from exc
     if not assoc.is_established:
         raise ForwardError(f"association rejected by {destination.aet}" if assoc.is_rejected
-                           else "cannot connect (nothing listening, unreachable, or the association was aborted)")
+                           else f"cannot connect (nothing listening, unreachable, no answer within "
+                                f"{connect_timeout_s:g} s, or the association was aborted)")
     sent = 0
     try:
         for path, _, uid in todo:
+            if stop():
+                raise ForwardError(f"stopped after {sent} instances: the node is draining")
             status = assoc.send_c_store(path)
             code = status.get("Status") if status else None
             if code is None:

@@ -3,23 +3,30 @@ and every change of state is one atomic rename or one atomic write, so a
 SIGKILL at any moment leaves a state a restart can finish.
 
 Layout under ``root`` (``<S>`` is a short hash of the Series Instance UID, so
-no path carries a patient identifier; ``<J>`` is ``<S>-<arrival stamp>``)::
+no path carries a patient identifier; ``<J>`` is ``<S>-<close stamp>``)::
 
-    spool/tmp/                 instances being written (removed at start)
+    spool/tmp/                 instances being received (removed at start)
     spool/incoming/<S>/        instances acknowledged, series still open
     queue/<J>/                 a closed series waiting to be denoised and forwarded
-    state/<J>.json             its stage, batch outcome and forwarding attempts
+    state/<J>.json             its stage, batch outcome, attempts, the file being denoised
     sent/<J>/<destination>.txt SOP Instance UIDs each destination acknowledged
-    derived/<S>/               the derived series (one per source series)
-    received/<J>/              originals of finished jobs
+    derived/<J>/               the job's derived series, made from this job's files only
+    received/<J>/              originals of finished jobs, and job.json: what was done
+    quarantine/<J>/            instances the node died on repeatedly, and job.json: why
 
-An instance is written to ``spool/tmp`` and fsync'd, then renamed into
+An instance is received into ``spool/tmp`` and fsync'd, then renamed into
 ``spool/incoming/<S>``; only then does the sender get its success status. A
 series closes (``incoming/<S>`` is renamed to ``queue/<J>``) when nothing has
 arrived for the series timeout. A job is finished when ``queue/<J>`` is renamed
 to ``received/<J>``; until then a restart redoes whatever its stage needs,
-which is safe because denoising skips outputs that are already complete and
-forwarding is idempotent by SOP Instance UID.
+which is safe because denoising skips outputs of this job that are already
+complete and forwarding is idempotent by SOP Instance UID. A series sent
+again is a new job with its own derived folder: nothing made from an earlier
+copy is taken for its result.
+
+Files are created readable by the node's user only (umask 077, set by the
+node); finished and quarantined jobs are removed after the retention period
+(:meth:`Spool.sweep`).
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ from pathlib import Path
 from denoise.atomic import write_json
 
 STAGES = ("denoise", "forward")
+RECORD = "job.json"  # what was done, kept with a finished or quarantined job
+STALE_TMP_S = 3600.0  # a file in spool/tmp untouched this long belongs to no transfer (PDUs have a 60 s deadline)
 _TEMP = re.compile(r"\..+\.\d+\.tmp")  # denoise.atomic's temporary names
 
 
@@ -60,12 +69,15 @@ class JobState:
 
     stage: str = "denoise"
     outcome: dict = field(default_factory=dict)  # batch counts: written, exists, failed, ignored
-    failures: list = field(default_factory=list)  # "name: reason" of files the batch could not denoise
-    attempts: dict = field(default_factory=dict)  # destination -> failed forwarding attempts
-    next_try: float = 0.0  # epoch seconds before which forwarding is not retried
+    failures: list = field(default_factory=list)  # "name: reason" of files not denoised (kept in job.json)
+    attempts: dict = field(default_factory=dict)  # "denoise" or destination -> failed attempts in a row
+    next_try: float = 0.0  # epoch seconds before which the job is not retried
     last_error: str = ""
     denoise_s: float = 0.0  # wall time of the denoising stage
     sent: dict = field(default_factory=dict)  # destination -> derived instances it holds from this job
+    current: str = ""  # the file being denoised (set before it starts, cleared after: the node may die on it)
+    crashes: dict = field(default_factory=dict)  # file -> times the node died while denoising it
+    quarantined: list = field(default_factory=list)  # "name: reason" of files moved to quarantine/
 
     @classmethod
     def from_json(cls, data: dict) -> JobState:
@@ -89,6 +101,7 @@ class Spool:
         self.sent = self.root / "sent"
         self.derived = self.root / "derived"
         self.received = self.root / "received"
+        self.quarantine = self.root / "quarantine"
         self._lock = threading.Lock()
         self._last_arrival: dict[str, float] = {}
 
@@ -96,11 +109,12 @@ class Spool:
     def open(self) -> None:
         """Create the folders; drop partial writes a killed node left behind;
         take the open series' last arrival times from their files."""
-        for d in (self.tmp, self.incoming, self.queue, self.state_dir, self.sent, self.derived, self.received):
+        for d in (self.tmp, self.incoming, self.queue, self.state_dir, self.sent, self.derived, self.received,
+                  self.quarantine):
             d.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():
             leftover.unlink()
-        for tmp in self.derived.rglob(".*.tmp"):
+        for tmp in self.root.rglob(".*.tmp"):  # atomic writes a kill interrupted: derived copies, states
             if _TEMP.fullmatch(tmp.name):
                 tmp.unlink()
         for series in self.incoming.iterdir():
@@ -112,39 +126,47 @@ class Spool:
         for state in self.state_dir.glob("*.json"):  # a job finished just before a kill
             if not (self.queue / state.stem).is_dir():
                 state.unlink()
+        for ledger in self.sent.iterdir():  # likewise
+            if not (self.queue / ledger.name).is_dir():
+                shutil.rmtree(ledger, ignore_errors=True)
 
     # ---------------------------------------------------------------- receive
-    def store(self, series_uid: str, sop_uid: str, data: bytes) -> Path:
-        """Write one instance durably (temporary file, fsync, rename into its
-        open series). Raises OSError (a full disk, say) with nothing left behind."""
-        tmp = self.tmp / f"{uuid.uuid4().hex}.dcm"
+    def store_file(self, series_uid: str, sop_uid: str, path: Path) -> Path:
+        """Move a received file into its open series durably (fsync, then an
+        atomic rename; a copy first when ``path`` is on another file system)."""
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
+            os.rename(path, self.tmp / path.name)
+            staged = self.tmp / path.name
+        except OSError:  # another file system: copy, and leave the original to its owner
+            staged = self.tmp / f"{uuid.uuid4().hex}.dcm"
+            shutil.copyfile(path, staged)
+        try:
+            with open(staged, "rb+") as fh:
                 os.fsync(fh.fileno())
-            series = short_hash(series_uid)
-            with self._lock:
-                folder = self.incoming / series
-                folder.mkdir(exist_ok=True)
-                target = folder / f"{short_hash(sop_uid, 24)}.dcm"
-                os.replace(tmp, target)
-                self._last_arrival[series] = time.time()
-            _fsync_dir(folder)
-            return target
+            return self._commit(series_uid, sop_uid, staged)
         finally:
-            if tmp.exists():
-                tmp.unlink()
+            staged.unlink(missing_ok=True)
+
+    def _commit(self, series_uid: str, sop_uid: str, staged: Path) -> Path:
+        series = short_hash(series_uid)
+        with self._lock:
+            folder = self.incoming / series
+            folder.mkdir(exist_ok=True)
+            target = folder / f"{short_hash(sop_uid, 24)}.dcm"
+            os.replace(staged, target)
+            self._last_arrival[series] = time.time()
+        _fsync_dir(folder)
+        return target
 
     def close_idle(self, timeout_s: float) -> list[str]:
         """Move every series idle for ``timeout_s`` into the queue; return the new job ids."""
         jobs = []
         now = time.time()
         with self._lock:
-            for series, last in list(self._last_arrival.items()):
-                if now - last < timeout_s:
-                    continue
-                job = f"{series}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}-{uuid.uuid4().hex[:6]}"
+            idle = sorted((last, series) for series, last in self._last_arrival.items() if now - last >= timeout_s)
+            for k, (_, series) in enumerate(idle):  # in arrival order, which the stamps keep
+                stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now * 1e6) % 1_000_000:06d}"
+                job = f"{series}-{stamp}{k:03d}"
                 os.rename(self.incoming / series, self.queue / job)
                 del self._last_arrival[series]
                 jobs.append(job)
@@ -157,6 +179,9 @@ class Spool:
         """Queued jobs, oldest first."""
         return sorted((p.name for p in self.queue.iterdir() if p.is_dir()), key=lambda j: j.split("-", 1)[1])
 
+    def file_in(self, job: str, name: str) -> Path:
+        return self.queue / job / name
+
     @staticmethod
     def series_of(job: str) -> str:
         return job.split("-", 1)[0]
@@ -165,7 +190,7 @@ class Spool:
         return sorted((self.queue / job).glob("*.dcm"))
 
     def derived_dir(self, job: str) -> Path:
-        return self.derived / self.series_of(job)
+        return self.derived / job
 
     def state(self, job: str) -> JobState:
         path = self.state_dir / f"{job}.json"
@@ -192,12 +217,49 @@ class Spool:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def finish(self, job: str) -> None:
-        """The job is done: its originals move to ``received/``, its bookkeeping goes."""
+    def finish(self, job: str, state: JobState) -> None:
+        """The job is done: its originals and its record move to ``received/``, its bookkeeping goes."""
+        write_json(self.queue / job / RECORD, {"job": job, "finished": time.time(), **state.__dict__})
         os.rename(self.queue / job, self.received / job)
         _fsync_dir(self.received)
         (self.state_dir / f"{job}.json").unlink(missing_ok=True)
         shutil.rmtree(self.sent / job, ignore_errors=True)
+
+    def quarantine_file(self, job: str, name: str, reason: str) -> None:
+        """Move one source file of a queued job to ``quarantine/<J>/``, with the reason in its record."""
+        folder = self.quarantine / job
+        folder.mkdir(exist_ok=True)
+        record = folder / RECORD
+        data = json.loads(record.read_text()) if record.is_file() else {"job": job, "files": {}}
+        data["files"][name] = reason
+        write_json(record, data)
+        os.rename(self.queue / job / name, folder / name)
+        _fsync_dir(folder)
+
+    def sweep(self, keep_s: float, now: float | None = None) -> list[str]:
+        """Remove finished and quarantined jobs (originals, record, derived
+        series) older than ``keep_s`` seconds, and partial transfers; return the jobs' ids."""
+        now = time.time() if now is None else now
+        for partial in self.tmp.iterdir():  # a transfer aborted mid-instance leaves its file behind
+            try:
+                if now - partial.stat().st_mtime > STALE_TMP_S:
+                    partial.unlink()
+            except FileNotFoundError:  # admitted and moved meanwhile
+                pass
+        gone = []
+        for where in (self.received, self.quarantine):
+            for folder in where.iterdir():
+                try:
+                    age = now - (folder / RECORD).stat().st_mtime
+                except FileNotFoundError:  # a record not yet written: the folder's own time
+                    age = now - folder.stat().st_mtime
+                if age < keep_s:
+                    continue
+                if where is self.received or not (self.queue / folder.name).is_dir():
+                    shutil.rmtree(self.derived / folder.name, ignore_errors=True)
+                shutil.rmtree(folder, ignore_errors=True)
+                gone.append(folder.name)
+        return gone
 
     # ----------------------------------------------------------------- status
     def status(self) -> dict:
@@ -215,7 +277,15 @@ class Spool:
             st = self.state(job)
             queued.append({"job": job, "series": self.series_of(job), "instances": len(self.sources(job)),
                            "stage": st.stage, "attempts": st.attempts, "last_error": st.last_error,
+                           "failures": st.failures,
                            "next_try_in_s": round(max(0.0, st.next_try - time.time()), 1)})
+        quarantined = []
+        for folder in sorted(self.quarantine.iterdir()):
+            try:
+                files = json.loads((folder / RECORD).read_text()).get("files", {})
+            except (OSError, ValueError):
+                files = {}
+            quarantined.append({"job": folder.name, "series": self.series_of(folder.name), "files": files})
         finished = [p for p in self.received.iterdir() if p.is_dir()]
-        return {"receiving": receiving, "queue": queued, "finished_jobs": len(finished),
+        return {"receiving": receiving, "queue": queued, "quarantined": quarantined, "finished_jobs": len(finished),
                 "derived_series": len([p for p in self.derived.iterdir() if p.is_dir()])}
