@@ -453,3 +453,24 @@ def test_the_connection_limits_are_options_of_serve(tmp_path):
             silent.close()
     bad = runner.invoke(app, ["serve", "--out", str(tmp_path / "x"), "--max-per-peer", "0"])
     assert bad.exit_code == 2
+
+
+def test_an_instance_cut_off_mid_transfer_leaves_nothing_in_the_spool(tmp_path):
+    """pynetdicom leaves the file of a data set whose connection died mid-transfer (a killed sender)."""
+    import threading
+
+    frames = np.random.default_rng(3).integers(0, 2000, (128, 512, 512), dtype=np.int16)
+    big = factory.enhanced_ct_dataset(frames, rescales=((1.0, -1024.0),) * 128)
+    with peers.node(tmp_path / "out", "--series-timeout", "60") as n:
+        sender = AE(ae_title="SCANNER")
+        sender.add_requested_context(EnhancedCTImageStorage, ExplicitVRLittleEndian)
+        assoc = sender.associate("127.0.0.1", n.port, ae_title=n.aet)
+        tmp = n.out / "spool" / "tmp"
+        sending = threading.Thread(target=lambda: assoc.send_c_store(big), daemon=True)
+        sending.start()
+        assert peers.wait_for(lambda: any(p.stat().st_size > 4 << 20 for p in tmp.iterdir()), 30, every=0.01)
+        assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)  # the sender dies mid-instance
+        sending.join(30)
+        assert peers.wait_for(lambda: not list(tmp.iterdir()), 10), list(tmp.iterdir())
+        assert peers.wait_for(lambda: "its partial data was dropped" in n.log(), 5)
+        assert not queue_of(n.out)["receiving"]  # nothing of it was kept

@@ -8,6 +8,12 @@ error writing it, a full disk, would abort the association. :class:`Inbox`
 puts its own file object there for as long as the node runs: it remembers a
 failed write instead of raising, and the C-STORE handler answers that
 instance with 0xA700 (out of resources), which a sender retries later.
+
+A data set whose association ends before it is complete (the sender killed
+mid-instance) is never handed to the handler, and pynetdicom leaves its file;
+:meth:`Inbox.discard_partial` removes it when the connection closes. The
+files are written by the association's reader thread (pynetdicom's DUL),
+which is how they are matched to their connection.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ class _InboxFile:
         fd, self.name = tempfile.mkstemp(suffix=".dcm", dir=inbox.folder)
         self._fh = os.fdopen(fd, "wb")
         self._inbox = inbox
+        self.writer = threading.current_thread()
+        with inbox.lock:
+            inbox.open[self.name] = self
 
     @property
     def file(self) -> _InboxFile:
@@ -49,6 +58,8 @@ class _InboxFile:
         self._guard(self._fh.flush)
 
     def close(self) -> None:
+        with self._inbox.lock:
+            self._inbox.open.pop(self.name, None)
         self._guard(self._fh.close)
         if not self._fh.closed:  # close() failed flushing: close without the buffered data
             try:
@@ -66,6 +77,8 @@ class Inbox:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self.failed: dict[str, OSError] = {}
+        self.open: dict[str, _InboxFile] = {}  # files pynetdicom has not closed yet
+        self.lock = threading.Lock()
         self._saved = None
 
     def open_file(self, *args, **kwargs) -> _InboxFile:  # in NamedTemporaryFile's place
@@ -74,6 +87,17 @@ class Inbox:
     def write_error(self, path: str | os.PathLike) -> OSError | None:
         """The error that kept the data set at ``path`` from being written whole, if any (forgotten once asked)."""
         return self.failed.pop(str(path), None)
+
+    def discard_partial(self, writer: threading.Thread) -> int:
+        """Remove the files ``writer`` (an association's reader thread) left
+        unfinished: its connection has closed. Returns how many."""
+        with self.lock:
+            mine = [f for f in self.open.values() if f.writer is writer]
+        for partial in mine:
+            partial.close()
+            self.failed.pop(partial.name, None)
+            Path(partial.name).unlink(missing_ok=True)
+        return len(mine)
 
     def install(self) -> None:
         with Inbox._lock:

@@ -144,6 +144,13 @@ class StorageHandlers:
         log.info("association from %s (%s) %s: %d stored, %d refused, series %s",
                  tally.calling or "?", tally.peer, how, tally.stored, tally.refused, series)
 
+    def on_conn_close(self, event) -> None:
+        """An instance still arriving when the connection closed is dropped (it was never acknowledged)."""
+        if self.inbox is not None and self.inbox.discard_partial(event.assoc.dul):
+            log.warning("association from %s (%s:%s): connection closed during an instance; its partial data "
+                        "was dropped", event.assoc.requestor.ae_title or "?", event.assoc.requestor.address,
+                        event.assoc.requestor.port)
+
     def on_rejected(self, event) -> None:
         from denoise.node.guard import why_rejected  # the reason pynetdicom sent, not a guess
 
@@ -155,6 +162,7 @@ class StorageHandlers:
         from denoise.node import guard  # connection limits and deadlines (build_ae installs them)
 
         return [(evt.EVT_CONN_OPEN, no_delay), *guard.HANDLERS, (evt.EVT_C_STORE, self.on_store),
+                (evt.EVT_CONN_CLOSE, self.on_conn_close),
                 (evt.EVT_RELEASED, lambda e: self.on_closed(e, "released")),
                 (evt.EVT_ABORTED, lambda e: self.on_closed(e, "aborted")),
                 (evt.EVT_REJECTED, self.on_rejected)]
