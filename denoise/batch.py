@@ -142,31 +142,22 @@ def check_writable(output_root: Path) -> None:
     """Refuse (UsageError, one line naming the path and the cause) an output folder
     that cannot be created or written: under a regular file, read-only, immutable,
     on a read-only file system... before any file is processed. Proven by creating
-    the folder and a temporary file in it; the file, and the folders this check
-    created, are removed again (the batch creates them as it writes)."""
-    created = []  # the folders missing now, deepest first
+    and removing a temporary file in the output folder, or, while it does not exist
+    yet, in the nearest folder above it that does (where it will be created): no
+    folder is made here, so nothing appears and disappears for other processes."""
     folder = output_root.absolute()
     while not folder.exists() and folder != folder.parent:
-        created.append(folder)
         folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{output_root}: cannot write the output there: {folder} is a file, not a folder")
     try:
-        output_root.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".ct-denoise-write-test-", dir=output_root)
+        fd, probe = tempfile.mkstemp(prefix=".ct-denoise-write-test-", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        if folder.exists() and not folder.is_dir():
-            cause = f"{folder} is a file, not a folder"
-        else:
-            cause = (exc.strerror or one_line(exc)).lower()
-            cause += " (an immutable folder?)" if exc.errno == errno.EPERM else ""
+        cause = (exc.strerror or one_line(exc)).lower()
+        cause += " (an immutable folder?)" if exc.errno == errno.EPERM else ""
         raise UsageError(f"{output_root}: cannot write the output there: {cause}") from exc
-    finally:
-        for path in created:
-            try:
-                path.rmdir()
-            except OSError:
-                break
 
 
 def plan(result: ScanResult, output_root: Path) -> tuple[list[FileJob], list[FileOutcome]]:
