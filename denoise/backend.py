@@ -54,8 +54,3 @@ def to_numpy(x) -> np.ndarray:
     if type(x).__module__.startswith("cupy"):
         return x.get()
     return np.asarray(x)
-
-
-def device_of(x) -> str:
-    """'gpu' for CuPy arrays, 'cpu' otherwise."""
-    return "gpu" if type(x).__module__.startswith("cupy") else "cpu"

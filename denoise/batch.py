@@ -83,10 +83,6 @@ class BatchReport:
         return sum(o.status == status for o in self.outcomes)
 
     @property
-    def n_ct(self) -> int:
-        return sum(o.status in ("written", "exists", "failed") for o in self.outcomes)
-
-    @property
     def exit_code(self) -> int:
         if self.count("written") + self.count("exists") + self.count("failed") == 0:
             return EXIT_NOTHING

@@ -841,7 +841,3 @@ def print_methods(methods: dict) -> None:
         rows.append((name, f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", f"{s['rmse_hu']:.1f}",
                      "-" if secs is None else f"{secs:.2f}"))
     print_rows(rows, right=(1, 2, 3, 4))
-
-
-if __name__ == "__main__":
-    app()

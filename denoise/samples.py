@@ -19,10 +19,6 @@ EVALUATION_CT = (
     "explicit_VR-UN.dcm",  # 512x512 abdominal CT (Pancreas-CT), pydicom-data
     "J2K_pixelrep_mismatch.dcm",  # 512x512 CT, JPEG 2000 lossless, pydicom-data
 )
-# CT objects whose values are not HU, which every job ignores with a reason:
-# eCT_Supplemental is a 2-frame Enhanced CT perfusion map (ImageType
-# DERIVED\PRIMARY\PERFUSION\RCBF, RescaleType US), pydicom-data.
-NON_HU_CT = ("eCT_Supplemental.dcm",)
 # Other encodings of the same images, used for I/O round-trip tests.
 ENCODING_VARIANTS = ("693_J2KR.dcm", "693_J2KI.dcm", "693_UNCR.dcm")
 

@@ -67,6 +67,11 @@ def _join(pieces: list[tuple[str, bool]]) -> str:
     return out
 
 
+def short_uid(uid: str, keep: int = 12) -> str:
+    """The tail of a UID, enough to tell series apart in a listing."""
+    return uid if len(uid) <= keep + 1 else "…" + uid[-keep:]
+
+
 def printable(text: str) -> str:
     """Text safe to print: bytes of a file name that were not valid UTF-8 (held
     as lone surrogates by ``os.fsdecode``) become U+FFFD instead of raising

@@ -80,7 +80,7 @@ from denoise.nn.serialize import model_paths
 from denoise.noise import field_of_view, low_dose_noise
 from denoise.quality.noise_level import WINDOW_MM, NoUniformRegion, noise_sd, soft_tissue_centres, window_pixels
 from denoise.report import ProgressFrame, progress_gif, training_curves
-from pipelines.train import save_progress_frame, write_log
+from denoise.runs import save_progress_frame, write_log
 
 METHOD = "noise2sim-neighbour-slices"
 RECORRUPTED = "recorrupted-low-dose"
@@ -95,6 +95,7 @@ I0_REFERENCE = 1e5  # photons at which the noise is simulated to calibrate --noi
 MAX_SPACING_MM = 3.0
 MIN_SLICES = 3
 STEPS_PER_EPOCH = 25
+LOG_FIELDS = ("epoch", "step", "train_loss", "val_loss", "lr", "patches_per_s", "epoch_seconds", "seconds")
 LR = 1e-4  # neighbour pairs, constant
 # Recorrupted pairs: targets carry 5x the variance of the noise to remove, so the rate peaks higher and
 # decays (cosine over the budget, to 1 % of the peak); measured better than a constant 3e-4 (see README).
@@ -463,7 +464,7 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
             seconds += time.perf_counter() - t0
             row.update(epoch_seconds=time.perf_counter() - t0, seconds=seconds)
             rows.append(row)
-            write_log(run_dir, rows)
+            write_log(run_dir, rows, LOG_FIELDS)
             save_model(last, den.model, optimizer=optimizer, metadata={
                 "kind": "ct-denoise adapt checkpoint", "normalization": den.window.to_dict(), "epoch": epoch,
                 "step": step, "seconds": seconds, "rng_state": rng.bit_generator.state, "config": config,

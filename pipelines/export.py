@@ -19,7 +19,7 @@ from pathlib import Path
 from denoise import __version__
 from denoise.nn import load_model, save_model
 from denoise.nn.serialize import model_paths
-from pipelines.train import config_for, find_manifest
+from denoise.runs import config_for, find_manifest
 
 # Licences of the real CT series this project trains on (../shared/data/README.md).
 KNOWN_SOURCES = {

@@ -9,11 +9,7 @@ from __future__ import annotations
 import os
 
 from denoise.dicom.scan import ScanResult, Series, scan
-
-
-def short_uid(uid: str, keep: int = 12) -> str:
-    """The tail of a UID, enough to tell series apart in a listing."""
-    return uid if len(uid) <= keep + 1 else "…" + uid[-keep:]
+from denoise.text import short_uid
 
 
 def series_row(series: Series) -> dict:

@@ -33,8 +33,7 @@ from denoise.dicom.pixels import CTImage, PixelDataError, load_ct
 from denoise.dicom.scan import CTFile, ScanResult, Series, scan
 from denoise.pairing import MATCH_MODES, match_files
 from denoise.quality.tally import Tally, compare_tallies
-from denoise.text import one_line
-from pipelines.info import short_uid
+from denoise.text import one_line, short_uid
 
 FORMAT = "ct-denoise qa"
 VERSION = 1

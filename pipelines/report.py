@@ -10,7 +10,7 @@ written beside it::
 
     OUT/index.html     tables, notes and every image below as data: URIs
     OUT/panel_N.png    noisy | test | clean | noisy - test for up to 3 matched files, zoomed inset
-    OUT/quality.png, OUT/qa_*.png   noise texture and sharpness (see pipelines/report_quality.py)
+    OUT/quality.png, OUT/qa_*.png   noise texture and sharpness (see denoise/report/quality_sections.py)
     OUT/scroll.gif     the matched series, noisy beside test
     OUT/curves.png     copied from the run (or drawn from log.json)
     OUT/progress.gif   copied from the run
@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from denoise.atomic import atomic_path
+from denoise.report.parts import Scrub, check_window, first_frame, num, spread, window_text
+from denoise.report.quality_sections import EXPLAIN, evaluation_quality, load_qa, qa_file, qa_sections
 from denoise.text import one_line
-from pipelines.report_parts import Scrub, check_window, first_frame, num, spread, window_text
-from pipelines.report_quality import EXPLAIN, evaluation_quality, load_qa, qa_file, qa_sections
 
 EVALUATION_JSON = "evaluation.json"
 MAX_PANELS = 3
@@ -322,7 +322,7 @@ def _mean(rows: list[dict], key: str) -> float | None:
 def _training_sections(run_dir: Path, out: Path, scrub: Scrub) -> tuple[list, list, str]:
     from denoise.config import ConfigError
     from denoise.report import training_curves
-    from pipelines.train import config_for
+    from denoise.runs import config_for
 
     notes: list[str] = []
     cfg = None

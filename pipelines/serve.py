@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from denoise.batch import FileJob, FileOutcome, UsageError, run_batch
+from denoise.denoising import DenoiseJob, Prebuilt, build_checked
 from denoise.inference import DEFAULT_ENSEMBLE, DEFAULT_STRENGTH
 from denoise.logs import OneLineFormatter
 from denoise.node.admit import DEFAULT_MAX_PIXELS, Limits
@@ -47,7 +48,6 @@ from denoise.node.inbox import Inbox
 from denoise.node.scp import StorageHandlers, build_ae
 from denoise.node.spool import JobState, Spool
 from denoise.text import one_line
-from pipelines.denoise_folder import DenoiseJob, Prebuilt, build_checked
 
 log = logging.getLogger("ct_denoise.serve")
 MAX_STARTS = 3  # the node died this many times on one instance: it goes to quarantine

@@ -16,8 +16,6 @@ half-written file, and ``resume=True`` continues from ``checkpoints/last``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -28,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from denoise import metrics
-from denoise.atomic import atomic_path, write_json, write_text
+from denoise.atomic import write_text
 from denoise.backend import array_module, to_numpy
 from denoise.conditioning import blind_input
-from denoise.config import ConfigError, RunConfig, config_from_dict, load_config, to_toml
+from denoise.config import ConfigError, RunConfig, load_config, to_toml
 from denoise.manifest import load_manifest, split_files
 from denoise.nn import (
     SGD,
@@ -46,6 +44,7 @@ from denoise.nn import (
     save_model,
 )
 from denoise.normalize import HUWindow
+from denoise.runs import PROJECT_ROOT, find_manifest, save_progress_frame, write_log
 from denoise.training_data import TrainingPatches, ValidationSet, load_slices, make_validation_set
 
 LOG_FIELDS = ("epoch", "step", "train_loss", "val_loss", "val_psnr", "val_ssim", "lr", "grad_norm",
@@ -80,9 +79,6 @@ def make_optimizer(model: ConvAutoencoder, cfg):
     return SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
 
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
 def bundled_configs() -> dict[str, Path]:
     """The run configs shipped with the package, by name (``default_ct`` -> its TOML)."""
     from importlib.resources import files
@@ -101,21 +97,6 @@ def config_file(config: str | os.PathLike) -> Path:
         return bundled[path.stem]
     raise ConfigError(f"{config}: no such config file, and no bundled config of that name "
                       f"(bundled: {', '.join(sorted(bundled))})")
-
-
-def find_manifest(name: str, config_dir: Path | None = None) -> Path:
-    """A manifest path as written in a config: absolute, or relative to the
-    working folder, to the config's own folder, or to the project checkout
-    (the bundled configs name ``data_manifests/X.json``), first that exists."""
-    path = Path(name)
-    if path.is_absolute():
-        return path
-    bases = [Path.cwd(), *([config_dir] if config_dir else []), PROJECT_ROOT]
-    for base in bases:
-        if (base / path).is_file():
-            return (base / path).resolve()
-    raise ConfigError(f"manifest {name} not found (looked in {', '.join(str(b) for b in bases)}); "
-                      "give its path in data.manifests")
 
 
 def resolve_config(config_path, run_dir: Path, overrides: dict, resume: bool) -> RunConfig:
@@ -156,21 +137,6 @@ def validate_model(model: ConvAutoencoder, vset: ValidationSet, window: HUWindow
         losses.append(float(np.mean((pred - window.to_model(clean)) ** 2)))
     return ({"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims)),
              "val_loss": float(np.mean(losses))}, outputs)
-
-
-def write_log(run_dir: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(run_dir / "log.csv", buf.getvalue())
-    write_json(run_dir / "log.json", rows)
-
-
-def save_progress_frame(run_dir: Path, epoch: int, image: np.ndarray) -> None:
-    with atomic_path(run_dir / "progress" / f"epoch_{epoch:04d}.npy") as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, image.astype(np.float16), allow_pickle=False)
 
 
 GIF_EVERY = 5  # re-encoding the whole GIF grows with the epochs: do it every few epochs and at the end
@@ -289,7 +255,7 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
             meta = checkpoint_metadata(cfg, window, epoch=epoch, step=step, best=best, rng=rng, val=val)
             meta["log_row"] = row  # lets a resume rebuild the log if a kill lands between the writes
             save_progress_frame(run_dir, epoch, outputs[gif_index])
-            write_log(run_dir, rows)  # before the checkpoint: a log row never lags its checkpoint
+            write_log(run_dir, rows, LOG_FIELDS)  # before the checkpoint: a log row never lags its checkpoint
             if improved:
                 save_model(run_dir / "checkpoints" / "best", model, metadata=meta)
             save_model(run_dir / "checkpoints" / "last", model, optimizer=optimizer, metadata=meta)
@@ -359,10 +325,3 @@ def _progress(show: bool):
                     TextColumn("loss {task.fields[loss]:.3e}"),
                     TextColumn("{task.fields[speed]:.0f} patches/s"), TimeRemainingColumn(),
                     console=Console(stderr=True, quiet=not show))
-
-
-def config_for(run_dir: str | os.PathLike) -> RunConfig:
-    """The resolved config saved in a run folder."""
-    import tomllib
-
-    return config_from_dict(tomllib.loads((Path(run_dir) / "config.toml").read_text()))

@@ -97,6 +97,9 @@ def test_adapt_writes_a_run_folder_and_a_model_denoise_uses(noisy_series, tmp_pa
     run = tmp_path / "mine.run"
     for name in ("config.toml", "log.csv", "log.json", "progress.gif", "curves.png", "checkpoints/last.npz"):
         assert (run / name).is_file(), name
+    header, row = (run / "log.csv").read_text().splitlines()[:2]  # adapt's own columns, all filled (issue 29)
+    assert header == ",".join(adapt_job.LOG_FIELDS) and "seconds" in header and "val_psnr" not in header
+    assert all(value != "" for value in row.split(","))
     meta = json.loads((tmp_path / "mine.json").read_text())["metadata"]
     record = meta["adaptation"]
     assert record["method"] == "noise2sim-neighbour-slices" and record["epochs"] == 1

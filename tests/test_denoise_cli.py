@@ -134,7 +134,7 @@ def test_dask_local_cluster_matches_single_process(tmp_path, junk_dir, tiny_mode
 def test_a_task_dying_on_a_dask_worker_is_reported(tmp_path, series_dir, tiny_model, monkeypatch):
     pytest.importorskip("distributed")
     from denoise import batch
-    from pipelines.denoise_folder import DenoiseJob
+    from denoise.denoising import DenoiseJob
 
     real = batch.process_file
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from denoise.report.parts import Scrub, num, spread, window_text
 from denoise.text import one_line
-from pipelines.report_parts import Scrub, num, spread, window_text
 
 QA_JSON = "qa.json"
 QA_FORMAT = "ct-denoise qa"
