@@ -7,11 +7,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+TEMP_NAME = re.compile(r"\..+\.(\d+)\.tmp")  # ".NAME.PID.tmp" beside the target: what atomic_path writes
+
+
+def is_temp(name: str) -> bool:
+    """Whether a file name is one of :func:`atomic_path`'s temporary names (a write a kill interrupted)."""
+    return TEMP_NAME.fullmatch(name) is not None
 
 
 @contextmanager

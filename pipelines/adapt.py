@@ -46,7 +46,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import functools
-import hashlib
 import json
 import math
 import time
@@ -74,6 +73,7 @@ from denoise.config import to_toml
 from denoise.dicom.pixels import load_ct
 from denoise.dicom.reading import lenient
 from denoise.dicom.scan import Series, scan
+from denoise.hashing import short_hash
 from denoise.inference import Denoiser
 from denoise.nn import Adam, DataParallel, ModelFileError, cosine_decay, load_model, save_model
 from denoise.nn.serialize import model_paths
@@ -141,7 +141,7 @@ class AdaptResult:
 
 
 def _series_label(series: Series) -> str:
-    return hashlib.sha256(series.uid.encode()).hexdigest()[:12]
+    return short_hash(series.uid)
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,13 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from denoise.atomic import TEMP_NAME
 from denoise.dicom.scan import scan
 from denoise.dicom.write import Derivation
 from tests.factory import PATIENT_ID, write_config, write_series
 
 ROOT = Path(__file__).resolve().parents[1]
-TEMP = re.compile(r"\..+\.(\d+)\.tmp")  # denoise.atomic.atomic_path: ".NAME.PID.tmp" beside the target
+TEMP = TEMP_NAME  # denoise.atomic.atomic_path: ".NAME.PID.tmp" beside the target
 N_SLICES, SIZE = 40, 128
 
 

@@ -13,7 +13,6 @@ large folder cheap; :mod:`denoise.dicom.pixels` decodes pixels on demand.
 from __future__ import annotations
 
 import os
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,6 +28,7 @@ from pydicom.uid import (
     MediaStorageDirectoryStorage,
 )
 
+from denoise.atomic import is_temp
 from denoise.dicom.geometry import frame_geometry, functional_group, slice_normal
 from denoise.dicom.identity import media_sop_class, sop_instance
 from denoise.dicom.pixels import decoder_problem, frame_rescales
@@ -42,7 +42,6 @@ DICOMDIR_SOP_CLASS = MediaStorageDirectoryStorage
 _PIXEL_TAG = 0x7FE00010
 # The temporary name denoise.atomic.atomic_path writes before its rename, ".NAME.PID.tmp": a
 # process killed mid-write leaves one behind; it is never a complete file to read.
-_ATOMIC_TEMP = re.compile(r"\..+\.\d+\.tmp")
 # Tags that only a real DICOM header has; used to accept preamble-less files.
 _IDENTIFYING = ("SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID")
 
@@ -151,7 +150,7 @@ def iter_files(root: Path) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
         dirnames.sort()
         for name in sorted(filenames):
-            if not _ATOMIC_TEMP.fullmatch(name):
+            if not is_temp(name):
                 found.append(Path(dirpath) / name)
     return found
 

@@ -41,10 +41,11 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
+from denoise.hashing import short_hash
 from denoise.node.admit import NOT_MATCHING, Limits, Refused, admit
 from denoise.node.inbox import Inbox
 from denoise.node.net import no_delay
-from denoise.node.spool import Spool, short_hash
+from denoise.node.spool import Spool
 from denoise.text import one_line
 
 log = logging.getLogger("ct_denoise.serve")

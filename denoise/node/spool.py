@@ -31,7 +31,6 @@ node); finished and quarantined jobs are removed after the retention period
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -42,17 +41,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from denoise.atomic import write_json
+from denoise.atomic import is_temp, write_json
+from denoise.hashing import short_hash
 
 STAGES = ("denoise", "forward")
 RECORD = "job.json"  # what was done, kept with a finished or quarantined job
 STALE_TMP_S = 3600.0  # a file in spool/tmp untouched this long belongs to no transfer (PDUs have a 60 s deadline)
-_TEMP = re.compile(r"\..+\.\d+\.tmp")  # denoise.atomic's temporary names
-
-
-def short_hash(text: str, n: int = 12) -> str:
-    """A short stable name for a UID (folders and logs never show the UID itself)."""
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -115,7 +109,7 @@ class Spool:
         for leftover in self.tmp.iterdir():
             leftover.unlink()
         for tmp in self.root.rglob(".*.tmp"):  # atomic writes a kill interrupted: derived copies, states
-            if _TEMP.fullmatch(tmp.name):
+            if is_temp(tmp.name):
                 tmp.unlink()
         for series in self.incoming.iterdir():
             stamps = [f.stat().st_mtime for f in series.iterdir()]

@@ -36,7 +36,7 @@ CALM_FACTOR = 1.5  # no local SD in a uniform ROI exceeds this x the noise SD
 NO_POWER = 1e-9  # HU^2 mm^2: below this everywhere, there is no noise to describe
 
 
-def _box_sums(a: np.ndarray, h: int, w: int) -> np.ndarray:
+def box_sums(a: np.ndarray, h: int, w: int) -> np.ndarray:
     """Sum of ``a`` over every h x w window, indexed by its top-left pixel."""
     s = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
     s[1:, 1:] = a.cumsum(0).cumsum(1)
@@ -88,7 +88,7 @@ def tissue_rois(hu: np.ndarray, pixel_spacing: tuple[float, float], *, size: int
     if rows < size or cols < size:
         return []
     ok = tissue_mask(hu, (1.0 / pixel_spacing[0], 1.0 / pixel_spacing[1]), hu_range=hu_range)
-    inside = _box_sums(ok.astype(np.float64), size, size)
+    inside = box_sums(ok.astype(np.float64), size, size)
     stride = max(1, size // 2)
     ys, xs = np.meshgrid(np.arange(0, rows - size + 1, stride), np.arange(0, cols - size + 1, stride),
                          indexing="ij")
@@ -139,7 +139,7 @@ def uniform_rois(hu: np.ndarray, pixel_spacing: tuple[float, float], *, size: in
     xs, ys = (np.array(v) for v in zip(*candidates, strict=True))
     if noise_sd is not None:
         calm = local_sd(hu, window_pixels(pixel_spacing, window_mm)) <= CALM_FACTOR * noise_sd
-        full = _box_sums(calm.astype(np.float64), size, size)[ys, xs] >= size * size - 0.5
+        full = box_sums(calm.astype(np.float64), size, size)[ys, xs] >= size * size - 0.5
         xs, ys = xs[full], ys[full]
         if xs.size == 0:
             return []

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from denoise.atomic import atomic_path
+from denoise.quality.nps import box_sums
 from denoise.report.display import to_display
 
 MARK = np.array([255, 80, 0], dtype=np.uint8)  # orange: box and inset frame
@@ -95,13 +96,6 @@ def panel(tiles: list[tuple], window: tuple[float, float],
     return rgb
 
 
-def _box_sums(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Sum of ``a`` over every h x w window (top-left indexed), via an integral image."""
-    s = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
-    s[1:, 1:] = a.cumsum(0).cumsum(1)
-    return s[h:, w:] - s[:-h, w:] - s[h:, :-w] + s[:-h, :-w]
-
-
 def pick_zoom_box(hu: np.ndarray, size: int, body_hu: float = -500.0) -> tuple[int, int, int, int]:
     """The ``size`` square with the most HU variance (structure) lying inside
     the body (HU above ``body_hu``); first such box on ties, so deterministic."""
@@ -113,9 +107,9 @@ def pick_zoom_box(hu: np.ndarray, size: int, body_hu: float = -500.0) -> tuple[i
         raise ValueError("zoom box size must be >= 1")
     values = np.clip(hu, -1000.0, 2000.0)  # padding and metal must not dominate
     n = size * size
-    mean = _box_sums(values, size, size) / n
-    var = np.maximum(_box_sums(values ** 2, size, size) / n - mean ** 2, 0.0)
-    inside = _box_sums((hu > body_hu).astype(np.float64), size, size) / n
+    mean = box_sums(values, size, size) / n
+    var = np.maximum(box_sums(values ** 2, size, size) / n - mean ** 2, 0.0)
+    inside = box_sums((hu > body_hu).astype(np.float64), size, size) / n
     score = np.where(inside >= inside.max() - 1e-9, var, -1.0)  # fully inside if possible
     r, c = np.unravel_index(int(np.argmax(score)), score.shape)
     return int(r), int(c), size, size
