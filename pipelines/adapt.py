@@ -47,13 +47,14 @@ import copy
 import datetime as _dt
 import functools
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pydicom
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 from scipy import ndimage
 
 from denoise import __version__
@@ -106,6 +107,51 @@ REFRESH = 1 / 8  # recorrupted pairs: share of the slice bank given new noise ea
 DEFAULT_MINUTES = 5.0
 VAL_CROP = 192  # validation pairs: the central 192 x 192 pixels of three slices
 FRAME_EVERY = 10  # progress GIF: epochs 1, 2, 4, 8, every 10th and the last
+
+
+_OPTIONS = {"minutes": ("--minutes", ""), "epochs": ("--epochs", ""), "seed": ("--seed", ""),
+            "noise_sd": ("--noise-sd", " HU"), "dose_i0": ("--dose", " photons")}
+
+
+class AdaptOptions(BaseModel):
+    """What ``adapt`` is asked for, validated as train's config is (finite numbers,
+    bounds, no bool as a number); :meth:`parse` gives one-line errors naming the option."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    minutes: Annotated[float, Strict(), Field(gt=0)] | None = None
+    epochs: Annotated[int, Strict(), Field(ge=1)] | None = None
+    seed: Annotated[int, Strict(), Field(ge=0)] = 0
+    noise_sd: Annotated[float, Strict(), Field(gt=0)] | None = None  # HU: chooses the recorrupted method
+    dose_i0: Annotated[float, Strict(), Field(gt=0)] | None = None  # photons: likewise
+
+    @model_validator(mode="after")
+    def _one_of_each(self):
+        if self.minutes is not None and self.epochs is not None:
+            raise ValueError("give --minutes or --epochs, not both")
+        if self.noise_sd is not None and self.dose_i0 is not None:
+            raise ValueError("give --noise-sd or --dose, not both")
+        return self
+
+    @classmethod
+    def parse(cls, **values) -> AdaptOptions:
+        """The options, or :class:`UsageError` with one line per problem, e.g.
+        ``--noise-sd must be > 0 HU, got -3.0``."""
+        values = {k: float(v) if k in ("minutes", "noise_sd", "dose_i0") and isinstance(v, int)
+                  and not isinstance(v, bool) else v for k, v in values.items()}
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = []
+            for e in exc.errors():
+                if not e["loc"]:
+                    problems.append(e["msg"].removeprefix("Value error, "))
+                    continue
+                option, unit = _OPTIONS.get(str(e["loc"][0]), (str(e["loc"][0]), ""))
+                bound = {k: v for k, v in (e.get("ctx") or {}).items() if k in ("gt", "ge")}
+                what = (f"must be {'>' if 'gt' in bound else '>='} {next(iter(bound.values())):g}{unit}" if bound
+                        else "must be a finite number" if "finite" in e["type"] else e["msg"].lower())
+                problems.append(f"{option} {what}, got {e['input']!r}")
+            raise UsageError("; ".join(problems)) from None
 
 
 class AdaptCheckFailed(Exception):
@@ -344,18 +390,8 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
         dose_i0: float | None = None) -> AdaptResult:
     """Adapt to the series under ``series_dir`` and write the model ``out``; see the module docstring.
     ``noise_sd`` (HU) or ``dose_i0`` (photons) choose the recorrupted method."""
-    if minutes is not None and epochs is not None:
-        raise UsageError("give --minutes or --epochs, not both")
-    if noise_sd is not None and dose_i0 is not None:
-        raise UsageError("give --noise-sd or --dose, not both")
-    if noise_sd is not None and not (math.isfinite(noise_sd) and noise_sd > 0):
-        raise UsageError(f"--noise-sd must be > 0 HU, got {noise_sd}")
-    if dose_i0 is not None and not (math.isfinite(dose_i0) and dose_i0 > 0):
-        raise UsageError(f"--dose must be > 0 photons, got {dose_i0}")
-    if epochs is not None and epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {epochs}")
-    if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
-        raise UsageError(f"--minutes must be > 0, got {minutes}")
+    opts = AdaptOptions.parse(minutes=minutes, epochs=epochs, seed=seed, noise_sd=noise_sd, dose_i0=dose_i0)
+    minutes, epochs, seed, noise_sd, dose_i0 = opts.minutes, opts.epochs, opts.seed, opts.noise_sd, opts.dose_i0
     asked = epochs is not None or minutes is not None
     out = model_paths(out)[0].with_suffix("")
     run_dir = Path(run_dir) if run_dir is not None else out.with_name(out.name + ".run")

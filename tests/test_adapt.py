@@ -391,3 +391,17 @@ def test_a_failed_check_writes_no_model_and_exits_1(noisy_series, tmp_path, monk
     res = invoke("adapt", noisy_series, "--out", tmp_path / "m", "--epochs", 1, "--quiet")
     assert res.exit_code == 1 and "raised the noise" in res.output and "Traceback" not in res.output, res.output
     assert not (tmp_path / "m.npz").exists() and (tmp_path / "m.run" / "check.json").is_file()
+
+
+def test_adapt_options_are_a_typed_model_with_one_line_errors():
+    """Issue 29: adapt's options validated as train's config is, not by hand-written checks."""
+    from denoise.batch import UsageError
+
+    ok = adapt_job.AdaptOptions.parse(minutes=2, seed=3, noise_sd=20)
+    assert (ok.minutes, ok.epochs, ok.seed, ok.noise_sd) == (2.0, None, 3, 20.0)
+    for values, reason in ((dict(minutes=float("nan")), "--minutes must be a finite number"),
+                           (dict(epochs=0), "--epochs must be >= 1"), (dict(seed=-1), "--seed must be >= 0"),
+                           (dict(minutes=1, epochs=2), "not both"), (dict(noise_sd=True), "--noise-sd")):
+        with pytest.raises(UsageError, match=reason.replace("-", r"\-")) as caught:
+            adapt_job.AdaptOptions.parse(**values)
+        assert "\n" not in str(caught.value)
