@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from denoise import metrics  # noqa: E402
 from denoise.adaptation import NeighbourPairs, PairConfig  # noqa: E402

@@ -12,11 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from denoise.dicom import load_ct  # noqa: E402
 from denoise.inference import DEFAULT_ENSEMBLE, Denoiser  # noqa: E402

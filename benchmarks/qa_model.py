@@ -27,7 +27,6 @@ from pathlib import Path
 import pydicom
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from denoise.dicom import scan  # noqa: E402
 from pipelines import denoise_folder, qa  # noqa: E402

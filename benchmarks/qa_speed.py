@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from denoise import quality  # noqa: E402
 from denoise.dicom import load_ct, scan  # noqa: E402

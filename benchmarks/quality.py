@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -49,7 +48,6 @@ import numpy as np
 import pydicom
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from denoise import metrics, quality  # noqa: E402
 from denoise.atomic import finite  # noqa: E402

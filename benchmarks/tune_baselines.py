@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pydicom
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from denoise import baselines  # noqa: E402
 from denoise.atomic import write_json  # noqa: E402
