@@ -1,22 +1,16 @@
 """Denoise HU slices with a trained model: whole-slice (the model is fully
 convolutional) or tiled with overlap and Gaussian-weighted blending, which
 bounds memory on very large images; averaged over flipped/transposed copies
-(geometric self-ensemble, as in EDSR).
+(geometric self-ensemble, as in EDSR); and the strength, the share of the
+network's correction applied.
 
-Why the self-ensemble: a denoiser's output is its input's noise estimate, and
-the network's errors at a given structure depend on the structure's
-orientation, while CT noise does not. Averaging the outputs for the flipped
-copies cancels part of those errors. Measured with the bundled model on
-pydicom's CT samples at sigma 25 HU (PSNR, window -1000..1000 HU): 1 view
-46.08 dB, 2 views 46.52, 4 views 46.76, 8 views 46.88; the largest gains are
-at the perfectly sharp air/tissue steps of eCT_Supplemental (+1.8 dB with
-4; version 1 of the model). Each view is one more pass: the default is 2
-(the slice and its mirror image), 4 the flips, 8 adds the transposes. On
-NumPy the views run one per worker thread (each pass whole on its core,
-element-wise layers included): 4 views of a 512x512 slice measured 0.52-0.63 s
-on a 2-core AMD Zen 5, against 0.87-0.90 s with the views in turn; on a
-2-core Xeon at 2.8 GHz 1, 2 and 4 views take 0.35, 0.49 and 0.83 s (median of
-8), so 2 is the default that stays under 0.6 s.
+Why the self-ensemble: a denoiser's output is its input minus a noise
+estimate, and the network's errors at a given structure depend on the
+structure's orientation, while CT noise does not. Averaging the outputs for
+the flipped copies cancels part of those errors. Each view is one more pass:
+the default is 2 (the slice and its mirror image), 4 the flips, 8 adds the
+transposes. On NumPy the views run one per worker thread, each pass whole on
+its core. What each size gains and costs: docs/design/inference.md.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@
   sinogram variance ``exp(p) / i0`` (on a coarse grid), the texture is the
   measured noise power spectrum of the FBP, split into angular sectors so
   that the views that see the most attenuation give the noise its streaky
-  direction. ~0.2 s per 512x512 slice instead of ~12 s (2-core Xeon).
+  direction. For the many realizations adaptation needs; how close and how
+  fast it is: docs/design/low-dose-noise.md.
 * :func:`low_dose_pair`: the physically realistic kind. HU -> linear
   attenuation -> parallel-beam sinogram (``skimage.transform.radon``) ->
   Poisson photon counts for an incident count ``i0`` per detector bin and

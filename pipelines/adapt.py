@@ -99,7 +99,7 @@ STEPS_PER_EPOCH = 25
 LOG_FIELDS = ("epoch", "step", "train_loss", "val_loss", "lr", "patches_per_s", "epoch_seconds", "seconds")
 LR = 1e-4  # neighbour pairs, constant
 # Recorrupted pairs: targets carry 5x the variance of the noise to remove, so the rate peaks higher and
-# decays (cosine over the budget, to 1 % of the peak); measured better than a constant 3e-4 (see README).
+# decays (cosine over the budget, to 1 % of the peak); measured better than a constant 3e-4 (see docs/design/adaptation.md).
 LR_RECORRUPTED = 6e-4
 SCHEDULES = {METHOD: "constant", RECORRUPTED: "cosine"}
 MIN_LR_FRACTION = 0.01

@@ -1,38 +1,20 @@
-"""Convolutional autoencoder for CT denoising: Encoder + Decoder from a plain config dict.
+"""Convolutional autoencoder for CT denoising: Encoder + Decoder built from an architecture dict.
 
-Arrays are (N, H, W, 1) in model space (HU window [-1000, 1000] -> [0, 1],
-unclipped). With ``residual`` the decoder predicts the noise and the model
-returns ``x - noise`` (RED-CNN / DnCNN), so values outside the window pass
-through unchanged up to the predicted noise.
+The input is (N, H, W, C) in model space (:mod:`denoise.normalize`): C = 1,
+the image alone, or C = 3 when the architecture has ``noise_level_input``
+(the image, the noise level and the level-given flag of
+:mod:`denoise.conditioning`). The output is (N, H, W, 1). With ``residual``
+the decoder predicts the noise and the model returns the image channel minus
+it (RED-CNN / DnCNN), so values outside the window pass through unchanged up
+to the predicted noise.
 
-Why DEFAULT_ARCH (``benchmarks/arch_study.py``): each candidate trained 500 Adam
-steps (batch 16 of 64x64 rider-chest patches, noise sigma ~ U(5, 120) HU) and
-was validated on 6 ge-head slices (other patient, other anatomy). PSNR in dB
-on the [-1000, 1000] HU window at sigma 25/50/100 HU, a seed-1 rerun in
-brackets; GFLOP per 512x512 slice as defined (repeat + conv counted at full
-resolution).
-
-  candidate (16/32/64 ch)        s25            s50            s100           GFLOP
-  noisy input                    40.22          34.26          28.33          -
-  plain AE (original)            33.75          33.64          33.30          12.2
-  U-Net add                      40.30          38.98          35.66          12.2
-  U-Net add + residual           43.24 (42.82)  38.90 (40.43)  33.32 (35.77)  12.2
-  U-Net concat + residual *      44.62 (44.63)  41.63 (41.48)  36.52 (36.42)  14.6
-  add + res, strided/transp.     44.19          40.33          34.89           7.9
-  concat + res, strided/transp.  43.80 (44.19)  40.69 (41.15)  35.64 (36.32)  10.4
-  add + res, s/t, 24/48/96 ch    43.97          41.01          35.92          17.7
-
-(*) default. The concat U-Net with global residual, mean pooling and nearest
-repeat + conv is best at every noise level and the most repeatable (0.15 dB
-between seeds): 0.5-0.6 dB above the same net with strided/transposed
-convolutions for 1.4x its FLOPs, and above a 1.5x wider net of 1.2x its FLOPs.
-The plain autoencoder of the original squeezes everything through the 16x16
-bottleneck (3-11 dB worse); add skips with the residual varied 2.4 dB between
-seeds. At 0.27-0.30 s per 512x512 slice on 2 cores (benchmarks/train_step.py)
-it is far inside the 1 s target, so a larger net was not needed. Caveat: the
-study trained on rider-chest, which the committed manifests later put in the
-test split; rerun it on the training split (``--train ricord-chest/dicom``)
-before changing the default.
+:data:`DEFAULT_ARCH` is a U-Net: per resolution level two convolutions with
+an activation, mean pooling down, nearest repeat + convolution up (fused at
+low resolution by :class:`~denoise.nn.upconv.UpsampleConv2d` with zero
+padding), concatenated skips, a linear convolution head to one channel, and
+the global residual. :func:`validate_config` completes a config with its
+values and checks it. The study that chose this architecture, and its
+caveat, is in the documentation's design notes (docs/design/architecture.md).
 """
 
 from __future__ import annotations

@@ -5,17 +5,18 @@ Why: splitting every convolution into tiles over the threads
 padding, concat, pooling) on one core and meets at a barrier after each of the
 ~40 convolutions of a step. Running each shard of the batch through the whole
 forward and backward pass on its own core parallelizes all of it, with one
-meeting per step (measured when introduced: 128 -> 96 ms per step).
+meeting per step.
 
 Two ways to run the other shards (the calling thread always runs the first):
 
 - ``"processes"`` (default on Linux): forked workers with model replicas on
   shared memory (:mod:`denoise.nn.shard_workers`), free of the GIL and of one
-  process's memory-map contention: 5-15 % faster steps on the 2-core VM, more
-  for small models (figures in that module).
+  process's memory-map contention, so faster than threads.
 - ``"threads"`` (elsewhere): replicas that share the parameter arrays (the
   optimizer updates them in place) but keep their own gradients and caches;
   after the shards, the replicas' gradients are added into the model's.
+
+Measurements: docs/design/training-speed.md.
 """
 
 from __future__ import annotations

@@ -2,11 +2,9 @@
 
 Why processes and not threads: two threads running whole shards in one process
 contend for the GIL between every NumPy call (thousands per step) and for the
-process's memory map (page faults, unmaps). Measured on the 2-core VM, batch 16
-of 64x64, default architecture (``benchmarks/train_step.py --parallel
-processes|threads``): a step took 73-74 ms in processes vs 80-85 ms in threads
-with OpenBLAS's Haswell kernels, 55-56 vs 58-61 ms with its SkylakeX ones. The
-README's ``quick_chest`` training run went from 454-521 to 667-834 patches/s.
+process's memory map (page faults, unmaps); see docs/design/training-speed.md
+for the step times of both (``benchmarks/train_step.py --parallel
+processes|threads``).
 
 Layout: one anonymous shared mapping (``mmap``) created before the fork holds a
 copy of the parameters, one gradient block per worker, and one input and

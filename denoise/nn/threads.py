@@ -5,8 +5,8 @@ Why: on a 2-core laptop a convolution done as one big im2col copy plus one
 only 16-32 output columns reach half of BLAS peak, and the weight-gradient
 matmul (inner dimension N*H*W) can stall OpenBLAS's threads. Cutting the work
 into tiles whose im2col block stays in cache and running the tiles on a small
-thread pool (NumPy releases the GIL in copies and matmuls) measured about twice
-as fast; see ``benchmarks/train_step.py --blas-study``.
+thread pool (NumPy releases the GIL in copies and matmuls) is faster; see
+docs/design/training-speed.md and ``benchmarks/train_step.py --blas-study``.
 """
 
 from __future__ import annotations

@@ -6,8 +6,7 @@ column parity), a (p+1) x (p+1) convolution of the *low-resolution* input
 whose taps are sums of the k x k taps that land on the same low-resolution
 pixel. Same function and parameters as ``Upsample2d`` then ``Conv2d``
 (the tests compare them), 2.25x fewer multiply-adds for k = 3 and no 4x larger
-intermediate. Measured on the default decoder: the up-convolutions take about
-half the time of the composed layers.
+intermediate.
 """
 
 from __future__ import annotations
