@@ -47,8 +47,9 @@ from denoise.adaptation import NeighbourPairs, PairConfig  # noqa: E402
 from denoise.baselines import run_baseline  # noqa: E402
 from denoise.dicom import derive_dataset, load_ct, scan, write_atomic  # noqa: E402
 from denoise.inference import Denoiser  # noqa: E402
-from denoise.nn import Adam, DataParallel  # noqa: E402
+from denoise.nn import Adam  # noqa: E402
 from denoise.noise import low_dose_pair  # noqa: E402
+from denoise.training import Budget, LoopState  # noqa: E402
 from pipelines import adapt, noise  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ct"
@@ -85,20 +86,11 @@ def _simulate(source: Path, out: Path, i0: float, seed: int, stream: int) -> np.
 
 def train_for(pairs, seconds: float, lr: float, schedule: str = "constant") -> tuple[Denoiser, int]:
     """The bundled model trained on ``pairs`` for ``seconds`` of wall time, as ``adapt`` trains (its
-    steps, epochs and learning-rate schedule); the model and the number of steps."""
+    engine: steps, epochs and learning-rate schedule); the model and the number of steps."""
     den = Denoiser.load(None, ensemble=1)
     optimizer = Adam(den.model.parameters(), lr=lr)
-    t0, steps = time.perf_counter(), 0
-
-    def lr_at(_done: int, _spent: float) -> float:
-        return adapt.learning_rate(schedule, lr, (time.perf_counter() - t0) / seconds)
-
-    with DataParallel(den.model) as parallel:
-        while time.perf_counter() - t0 < seconds:
-            steps += len(adapt.train_steps(den.model, parallel, optimizer, pairs, adapt.STEPS_PER_EPOCH,
-                                           seconds - (time.perf_counter() - t0), lr_at=lr_at))
-            pairs.new_epoch()
-    return den, steps
+    state = adapt.adapt_engine(den.model, optimizer, pairs, Budget(seconds=seconds), schedule, lr).run(LoopState())
+    return den, state.step
 
 
 def supervised(noisy: list[Path], clean: list[np.ndarray], seconds: float, seed: int) -> Denoiser:

@@ -150,6 +150,11 @@ class NeighbourPairs:
             out.append((int(c), options[int(self.rng.integers(0, len(options)))]))
         return out
 
+    @property
+    def batch_size(self) -> int:
+        """Patches per batch (the training engine's :class:`~denoise.training.BatchSource`)."""
+        return self.cfg.batch
+
     def new_epoch(self) -> None:
         """Load a fresh bank of pairs: model-space centre and neighbour, mask, body map."""
         a_list, b_list, m_list, body_list = [], [], [], []

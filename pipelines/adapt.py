@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import functools
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
@@ -76,12 +74,13 @@ from denoise.dicom.reading import lenient
 from denoise.dicom.scan import Series, scan
 from denoise.hashing import short_hash
 from denoise.inference import Denoiser
-from denoise.nn import Adam, DataParallel, ModelFileError, cosine_decay, load_model, save_model
+from denoise.nn import Adam, ModelFileError, cosine_decay, load_model, save_model
 from denoise.nn.serialize import model_paths
 from denoise.noise import field_of_view, low_dose_noise
 from denoise.quality.noise_level import WINDOW_MM, NoUniformRegion, noise_sd, soft_tissue_centres, window_pixels
 from denoise.report import ProgressFrame, progress_gif, training_curves
-from denoise.runs import save_progress_frame, write_log
+from denoise.runs import save_progress_frame
+from denoise.training import Budget, Engine, EpochHooks, LoopState
 
 METHOD = "noise2sim-neighbour-slices"
 RECORRUPTED = "recorrupted-low-dose"
@@ -96,10 +95,12 @@ I0_REFERENCE = 1e5  # photons at which the noise is simulated to calibrate --noi
 MAX_SPACING_MM = 3.0
 MIN_SLICES = 3
 STEPS_PER_EPOCH = 25
-LOG_FIELDS = ("epoch", "step", "train_loss", "val_loss", "lr", "patches_per_s", "epoch_seconds", "seconds")
+LOG_FIELDS = ("epoch", "step", "train_loss", "val_loss", "lr", "grad_norm", "patches_per_s", "epoch_seconds",
+              "seconds")
 LR = 1e-4  # neighbour pairs, constant
 # Recorrupted pairs: targets carry 5x the variance of the noise to remove, so the rate peaks higher and
-# decays (cosine over the budget, to 1 % of the peak); measured better than a constant 3e-4 (see docs/design/adaptation.md).
+# decays (cosine over the budget, to 1 % of the peak); measured better than a constant 3e-4
+# (docs/design/adaptation.md).
 LR_RECORRUPTED = 6e-4
 SCHEDULES = {METHOD: "constant", RECORRUPTED: "cosine"}
 MIN_LR_FRACTION = 0.01
@@ -470,45 +471,27 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.toml", to_toml({name: {k: v for k, v in table.items() if v is not None}
                                                  for name, table in config.items()}))
-    budget = None if epochs is not None else minutes * 60.0
-    schedule = config["adapt"]["schedule"]
+    budget = Budget(epochs=epochs) if epochs is not None else Budget(seconds=minutes * 60.0)
+    engine = adapt_engine(den.model, optimizer, pairs, budget, config["adapt"]["schedule"], lr,
+                          run_dir=run_dir, show_progress=show_progress)
 
-    def lr_at(done: int, _spent: float) -> float:  # ``done`` steps into this epoch
-        fraction = ((step + done) / (epochs * STEPS_PER_EPOCH) if budget is None
-                    else (seconds + time.perf_counter() - t0) / budget)
-        return learning_rate(schedule, lr, fraction)
+    def validate(state: LoopState) -> dict:
+        row = {"val_loss": _val_loss(den, val_pairs)}
+        if _frame_due(state.epoch):
+            save_progress_frame(run_dir, state.epoch, den(shown))
+        return row
 
-    progress = _progress(show_progress)
-    with progress, DataParallel(den.model) as parallel:
-        while (epochs is not None and epoch < epochs) or (budget is not None and seconds < budget):
-            epoch += 1
-            t0 = time.perf_counter()  # the budget counts the whole epoch: new noise, steps, validation
-            if epoch > 1:
-                pairs.new_epoch()
-            task = progress.add_task(f"adapt epoch {epoch}", total=STEPS_PER_EPOCH, loss=float("nan"), speed=0.0)
-            t1 = time.perf_counter()
-            left = None if budget is None else budget - seconds - (t1 - t0)
-            losses = train_steps(den.model, parallel, optimizer, pairs, STEPS_PER_EPOCH, left,
-                                 on_step=functools.partial(_advance, progress, task), lr_at=lr_at)
-            step += len(losses)
-            train_s = time.perf_counter() - t1
-            row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
-                   "val_loss": _val_loss(den, val_pairs), "lr": optimizer.lr,
-                   "patches_per_s": len(losses) * pcfg.batch / train_s}
-            if _frame_due(epoch):
-                save_progress_frame(run_dir, epoch, den(shown))
-            seconds += time.perf_counter() - t0
-            row.update(epoch_seconds=time.perf_counter() - t0, seconds=seconds)
-            rows.append(row)
-            write_log(run_dir, rows, LOG_FIELDS)
-            save_model(last, den.model, optimizer=optimizer, metadata={
-                "kind": "ct-denoise adapt checkpoint", "normalization": den.window.to_dict(), "epoch": epoch,
-                "step": step, "seconds": seconds, "rng_state": rng.bit_generator.state, "config": config,
-                "log": rows, "start_metadata": start_meta})
-            progress.remove_task(task)
-            progress.console.print(f"epoch {epoch}: loss {row['train_loss']:.3e}  val loss "
-                                   f"{row['val_loss']:.3e}  {row['patches_per_s']:.0f} patches/s  "
-                                   f"{seconds / 60:.1f} min", highlight=False)
+    def end_epoch(state: LoopState, row: dict) -> bool:
+        save_model(last, den.model, optimizer=optimizer, metadata={
+            "kind": "ct-denoise adapt checkpoint", "normalization": den.window.to_dict(), "epoch": state.epoch,
+            "step": state.step, "seconds": state.seconds, "rng_state": rng.bit_generator.state, "config": config,
+            "log": state.rows, "start_metadata": start_meta})
+        engine.say(f"epoch {state.epoch}: loss {row['train_loss']:.3e}  val loss {row['val_loss']:.3e}  "
+                   f"{row['patches_per_s']:.0f} patches/s  {state.seconds / 60:.1f} min")
+        return False
+
+    state = engine.run(LoopState(epoch, step, seconds, rows), EpochHooks(validate, end_epoch))
+    epoch, seconds, rows = state.epoch, state.seconds, state.rows
     if rows and not (run_dir / "progress" / f"epoch_{rows[-1]['epoch']:04d}.npy").is_file():
         save_progress_frame(run_dir, rows[-1]["epoch"], den(shown))  # the GIF ends on the model written
     _render(run_dir, rows, shown)
@@ -526,35 +509,25 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
     return AdaptResult(model_path, run_dir, epoch, seconds, rows)
 
 
-def _advance(progress, task, loss: float, speed: float) -> None:
-    progress.update(task, advance=1, loss=loss, speed=speed)
-
-
 def learning_rate(schedule: str, lr: float, fraction: float) -> float:
     """The rate at ``fraction`` of the budget: ``lr`` ("constant"), or a cosine decay from ``lr`` to
     ``MIN_LR_FRACTION * lr`` ("cosine")."""
     return lr if schedule == "constant" else cosine_decay(fraction, lr, MIN_LR_FRACTION * lr)
 
 
-def train_steps(model, parallel, optimizer, pairs: NeighbourPairs, steps: int, seconds_left: float | None,
-                on_step=None, lr_at=None) -> list[float]:
-    """Up to ``steps`` Adam steps on ``pairs`` batches with the masked loss, stopping early when
-    ``seconds_left`` (None: no limit) runs out; the losses. ``on_step(recent mean loss, patches/s)``;
-    ``lr_at(steps done, seconds spent)`` sets the rate before each step (None: left as it is)."""
-    t0, losses = time.perf_counter(), []
-    for _ in range(steps):
-        x, target = pairs.batch(model)
-        model.zero_grad()
-        losses.append(parallel.forward_backward(x, target, masked_mse_loss))
-        if lr_at is not None:
-            optimizer.lr = lr_at(len(losses) - 1, time.perf_counter() - t0)
-        optimizer.step(model.gradients())
-        spent = time.perf_counter() - t0
-        if on_step is not None:
-            on_step(float(np.mean(losses[-10:])), len(losses) * pairs.cfg.batch / max(spent, 1e-9))
-        if seconds_left is not None and spent >= seconds_left:
-            break
-    return losses
+def adapt_engine(model, optimizer, pairs, budget: Budget, schedule: str, lr: float, *, run_dir: Path | None = None,
+                 show_progress: bool = False) -> Engine:
+    """The training engine as ``adapt`` runs it: :data:`STEPS_PER_EPOCH` steps an epoch on ``pairs``
+    with the masked loss, the rate following ``schedule`` over the budget (steps or wall time), the
+    pairs renewed before every epoch but the run's first (also right after a resume)."""
+    def lr_at(step: int, seconds: float) -> float:
+        fraction = (step / (budget.epochs * STEPS_PER_EPOCH) if budget.epochs is not None
+                    else seconds / budget.seconds)
+        return learning_rate(schedule, lr, fraction)
+
+    return Engine(model, optimizer, pairs, masked_mse_loss, STEPS_PER_EPOCH, budget, lr_at, run_dir=run_dir,
+                  log_fields=LOG_FIELDS, label=lambda epoch: f"adapt epoch {epoch}", refresh_first=True,
+                  show_progress=show_progress, to_device=lambda a: a)
 
 
 def _render(run_dir: Path, rows: list[dict], shown: np.ndarray) -> None:
@@ -605,16 +578,6 @@ def _model_metadata(out: Path, start: dict, config: dict, series: Series, rows: 
                       f"--seed {seed}{options}" + ("" if adapt["from_model"].startswith("default_ct@")
                                                     else f" --from {adapt['from_model']}")],
     }
-
-
-def _progress(show: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.3e}"),
-                    TextColumn("{task.fields[speed]:.0f} patches/s"), TimeElapsedColumn(),
-                    console=Console(stderr=True, quiet=not show))
 
 
 def summary(result: AdaptResult) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +34,6 @@ from denoise.nn import (
     SGD,
     Adam,
     ConvAutoencoder,
-    DataParallel,
-    clip_grad_norm,
     cosine_decay,
     l1_loss,
     load_model,
@@ -44,7 +41,8 @@ from denoise.nn import (
     save_model,
 )
 from denoise.normalize import HUWindow
-from denoise.runs import PROJECT_ROOT, find_manifest, save_progress_frame, write_log
+from denoise.runs import PROJECT_ROOT, find_manifest, save_progress_frame
+from denoise.training import Budget, Engine, EpochHooks, LoopState
 from denoise.training_data import TrainingPatches, ValidationSet, load_slices, make_validation_set
 
 LOG_FIELDS = ("epoch", "step", "train_loss", "val_loss", "val_psnr", "val_ssim", "lr", "grad_norm",
@@ -212,69 +210,64 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
 
     patches = TrainingPatches(train_slices, window=window, noise=cfg.noise, patches=cfg.patches, rng=rng,
                               conditioned=model.in_channels > 1)
-    xp = array_module(cfg.training.device)
-    loss_fn = mse_loss if cfg.training.loss == "l2" else l1_loss
     steps_per_epoch = cfg.patches.per_epoch // cfg.patches.batch_size
     total_steps = steps_per_epoch * cfg.training.epochs
-    stale = epochs_since_best(rows)
-    stopped_early = False
+    engine = Engine(model, optimizer, _Supervised(patches, cfg.patches.batch_size),
+                    mse_loss if cfg.training.loss == "l2" else l1_loss, steps_per_epoch,
+                    Budget(epochs=cfg.training.epochs),
+                    lambda at, _seconds: learning_rate(at, total_steps, cfg.optimizer),
+                    grad_clip=cfg.optimizer.grad_clip or None, run_dir=run_dir, log_fields=LOG_FIELDS,
+                    label=lambda epoch: f"epoch {epoch}/{cfg.training.epochs}", show_progress=show_progress,
+                    to_device=array_module(cfg.training.device).asarray)
+    first_epoch = start_epoch
+    outputs: list = []
+    stale, stopped = epochs_since_best(rows), []
 
-    progress = _progress(show_progress)
-    # batch shards on the other cores (worker processes on Linux; plain on one thread / GPU)
-    with progress, DataParallel(model) as parallel:
-        for epoch in range(start_epoch, cfg.training.epochs + 1):
-            if epoch > start_epoch:  # the bank was just built for the first epoch
-                patches.new_epoch()
-            task = progress.add_task(f"epoch {epoch}/{cfg.training.epochs}", total=steps_per_epoch,
-                                     loss=float("nan"), speed=0.0)
-            t0, losses, norms = time.perf_counter(), [], []
-            for _ in range(steps_per_epoch):
-                noisy, clean = patches.batch()
-                noisy, clean = xp.asarray(noisy), xp.asarray(clean)
-                model.zero_grad()
-                loss = parallel.forward_backward(noisy, clean, loss_fn)
-                grads = model.gradients()
-                norms.append(clip_grad_norm(grads, cfg.optimizer.grad_clip) if cfg.optimizer.grad_clip
-                             else float(math.sqrt(sum(float((g * g).sum()) for g in grads.values()))))
-                optimizer.lr = learning_rate(step, total_steps, cfg.optimizer)
-                optimizer.step(grads)
-                step += 1
-                losses.append(float(loss))
-                elapsed = time.perf_counter() - t0
-                progress.update(task, advance=1, loss=float(np.mean(losses[-20:])),
-                                speed=len(losses) * cfg.patches.batch_size / max(elapsed, 1e-9))
-            train_seconds = time.perf_counter() - t0
-            val, outputs = validate_model(model, vset, window, cfg.validation.window)
-            row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), **val,
-                   "lr": optimizer.lr, "grad_norm": float(np.mean(norms)),
-                   "patches_per_s": steps_per_epoch * cfg.patches.batch_size / train_seconds,
-                   "epoch_seconds": time.perf_counter() - t0}
-            rows.append(row)
-            improved = val["val_psnr"] > best
-            best = max(best, val["val_psnr"])
-            meta = checkpoint_metadata(cfg, window, epoch=epoch, step=step, best=best, rng=rng, val=val)
-            meta["log_row"] = row  # lets a resume rebuild the log if a kill lands between the writes
-            save_progress_frame(run_dir, epoch, outputs[gif_index])
-            write_log(run_dir, rows, LOG_FIELDS)  # before the checkpoint: a log row never lags its checkpoint
-            if improved:
-                save_model(run_dir / "checkpoints" / "best", model, metadata=meta)
-            save_model(run_dir / "checkpoints" / "last", model, optimizer=optimizer, metadata=meta)
-            last_epoch = epoch == cfg.training.epochs
-            stale = 0 if improved else stale + 1
-            stopping = bool(cfg.training.early_stopping and stale >= cfg.training.early_stopping)
-            render_progress(run_dir, rows, vset, gif_index, cfg,
-                            gif=epoch == start_epoch or epoch % GIF_EVERY == 0 or last_epoch or stopping)
-            progress.remove_task(task)
-            progress.console.print(
-                f"epoch {epoch}: loss {row['train_loss']:.3e}  val PSNR {val['val_psnr']:.2f} dB  "
-                f"SSIM {val['val_ssim']:.4f}  {row['patches_per_s']:.0f} patches/s"
-                + ("  (best)" if improved else ""), highlight=False)
-            if on_epoch is not None:
-                on_epoch(row)
-            if stopping:
-                stopped_early = True
-                break
-    return TrainResult(run_dir, rows[-1]["epoch"] if rows else 0, best, stopped_early, rows)
+    def validate(state: LoopState) -> dict:
+        val, outputs[:] = validate_model(model, vset, window, cfg.validation.window)
+        return val
+
+    def end_epoch(state: LoopState, row: dict) -> bool:
+        nonlocal best, stale
+        epoch = state.epoch
+        improved = row["val_psnr"] > best
+        best = max(best, row["val_psnr"])
+        val = {k: row[k] for k in ("val_psnr", "val_ssim", "val_loss")}
+        meta = checkpoint_metadata(cfg, window, epoch=epoch, step=state.step, best=best, rng=rng, val=val)
+        meta["log_row"] = row  # lets a resume rebuild the log if a kill lands between the writes
+        save_progress_frame(run_dir, epoch, outputs[gif_index])
+        if improved:
+            save_model(run_dir / "checkpoints" / "best", model, metadata=meta)
+        save_model(run_dir / "checkpoints" / "last", model, optimizer=optimizer, metadata=meta)
+        last_epoch = epoch == cfg.training.epochs
+        stale = 0 if improved else stale + 1
+        stopping = bool(cfg.training.early_stopping and stale >= cfg.training.early_stopping)
+        render_progress(run_dir, state.rows, vset, gif_index, cfg,
+                        gif=epoch == first_epoch or epoch % GIF_EVERY == 0 or last_epoch or stopping)
+        engine.say(f"epoch {epoch}: loss {row['train_loss']:.3e}  val PSNR {row['val_psnr']:.2f} dB  "
+                   f"SSIM {row['val_ssim']:.4f}  {row['patches_per_s']:.0f} patches/s"
+                   + ("  (best)" if improved else ""))
+        if on_epoch is not None:
+            on_epoch(row)
+        stopped.append(stopping)
+        return stopping
+
+    state = engine.run(LoopState(epoch=start_epoch - 1, step=step, rows=rows), EpochHooks(validate, end_epoch))
+    rows = state.rows
+    return TrainResult(run_dir, rows[-1]["epoch"] if rows else 0, best, bool(stopped and stopped[-1]), rows)
+
+
+class _Supervised:
+    """Noisy/clean patch batches as the engine takes them (the model is not needed to draw them)."""
+
+    def __init__(self, patches: TrainingPatches, batch_size: int):
+        self.patches, self.batch_size = patches, batch_size
+
+    def batch(self, model):
+        return self.patches.batch()
+
+    def new_epoch(self) -> None:
+        self.patches.new_epoch()
 
 
 def warm_start(model: ConvAutoencoder, cfg: RunConfig) -> None:
@@ -315,13 +308,3 @@ def epochs_since_best(rows: list[dict]) -> int:
         return 0
     best = max(range(len(rows)), key=lambda i: rows[i]["val_psnr"])
     return len(rows) - 1 - best
-
-
-def _progress(show: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.3e}"),
-                    TextColumn("{task.fields[speed]:.0f} patches/s"), TimeRemainingColumn(),
-                    console=Console(stderr=True, quiet=not show))
