@@ -53,7 +53,8 @@ from denoise import metrics, quality  # noqa: E402
 from denoise.atomic import finite  # noqa: E402
 from denoise.baselines import BaselineUnavailable, available_baselines, run_baseline  # noqa: E402
 from denoise.body import body_mask  # noqa: E402
-from denoise.inference import DEFAULT_ENSEMBLE, STRENGTHS, Denoiser  # noqa: E402
+from denoise.conditioning import STRENGTHS  # noqa: E402
+from denoise.inference import DEFAULT_ENSEMBLE, Denoiser  # noqa: E402
 from denoise.manifest import load_manifest, split_files  # noqa: E402
 from denoise.noise import add_gaussian, low_dose_pair  # noqa: E402
 from denoise.samples import sample_ct_files  # noqa: E402

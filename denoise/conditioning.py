@@ -1,4 +1,5 @@
-"""How a noise level reaches the network: FFDNet-style input maps.
+"""How much noise the network removes: the noise-level input it is given
+(FFDNet-style input maps) and the strength of its correction.
 
 A model whose architecture has ``noise_level_input`` takes three channels:
 
@@ -27,6 +28,35 @@ import numpy as np
 
 LEVEL_SCALE = 10.0
 CHANNELS = 3
+
+# --strength: the share of the network's correction that is applied (output = input + strength x
+# (network - input)), as vendors blend their iterative/deep-learning reconstructions.
+STRENGTHS = {"low": 1 / 3, "medium": 2 / 3, "high": 1.0}
+DEFAULT_STRENGTH = "high"
+
+
+def parse_strength(value) -> float:
+    """``low``/``medium``/``high`` or a number 0..1 -> the share of the correction applied."""
+    if isinstance(value, str) and value.strip().lower() in STRENGTHS:
+        return STRENGTHS[value.strip().lower()]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--strength must be low, medium, high or a number 0..1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"--strength must be low, medium, high or a number 0..1, got {value!r}")
+    return number
+
+
+def strength_level(value: float) -> str | None:
+    """The level name (low/medium/high) of a strength, or None for another number."""
+    return next((k for k, v in STRENGTHS.items() if abs(v - value) < 1e-9), None)
+
+
+def strength_name(value: float) -> str:
+    """``0.667 (medium)`` style label of a strength."""
+    level = strength_level(value)
+    return f"{value:.3g}" + (f" ({level})" if level else "")
 
 
 def network_input(x, level=None, *, known=None):

@@ -14,9 +14,10 @@ import numpy as np
 from pydicom.sr.codedict import codes
 
 from denoise.batch import UsageError
+from denoise.conditioning import DEFAULT_STRENGTH, strength_level, strength_name
 from denoise.dicom.scan import CTFile
 from denoise.dicom.write import Derivation
-from denoise.inference import DEFAULT_ENSEMBLE, DEFAULT_STRENGTH, Denoiser, strength_level, strength_name
+from denoise.inference import DEFAULT_ENSEMBLE, Denoiser
 from denoise.nn import ModelFileError
 
 
@@ -30,7 +31,7 @@ class DenoiseJob:
     device: str = "cpu"
     threads: int | None = None  # convolution threads in this process (None: one per core)
     ensemble: int = DEFAULT_ENSEMBLE  # geometric self-ensemble views (denoise.inference)
-    strength: str | float = DEFAULT_STRENGTH  # low/medium/high or 0..1 (denoise.inference.parse_strength)
+    strength: str | float = DEFAULT_STRENGTH  # low/medium/high or 0..1 (denoise.conditioning.parse_strength)
     noise_sd_hu: float | None = None  # noise to remove; None: the network judges it (blind)
 
     def build(self) -> DenoiseTransform:

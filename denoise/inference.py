@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise.backend import get_array_module, to_numpy
-from denoise.conditioning import limit_correction, network_input
+from denoise.conditioning import DEFAULT_STRENGTH, STRENGTHS, limit_correction, network_input, parse_strength
 from denoise.hashing import sha256_file
 from denoise.nn import ConvAutoencoder, ModelFileError, get_num_threads, load_model
 from denoise.nn.threads import run_shards
@@ -46,36 +46,6 @@ VIEWS = (
     (lambda a: a.T[::-1, ::-1], lambda a: a[::-1, ::-1].T),
 )
 ENSEMBLE_SIZES = (1, 2, 4, 8)
-# --strength: the share of the network's correction that is applied (output = input + strength x
-# (network - input)), as vendors blend their iterative/deep-learning reconstructions.
-STRENGTHS = {"low": 1 / 3, "medium": 2 / 3, "high": 1.0}
-DEFAULT_STRENGTH = "high"
-
-
-def parse_strength(value) -> float:
-    """``low``/``medium``/``high`` or a number 0..1 -> the share of the correction applied."""
-    if isinstance(value, str) and value.strip().lower() in STRENGTHS:
-        return STRENGTHS[value.strip().lower()]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"--strength must be low, medium, high or a number 0..1, got {value!r}") from None
-    if not 0.0 <= number <= 1.0:
-        raise ValueError(f"--strength must be low, medium, high or a number 0..1, got {value!r}")
-    return number
-
-
-def strength_level(value: float) -> str | None:
-    """The level name (low/medium/high) of a strength, or None for another number."""
-    return next((k for k, v in STRENGTHS.items() if abs(v - value) < 1e-9), None)
-
-
-def strength_name(value: float) -> str:
-    """``0.667 (medium)`` style label of a strength."""
-    level = strength_level(value)
-    return f"{value:.3g}" + (f" ({level})" if level else "")
-
-
 def check_ensemble(views: int) -> int:
     if views not in ENSEMBLE_SIZES:
         raise ValueError(f"--ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {views!r}")

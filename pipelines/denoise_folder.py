@@ -11,8 +11,9 @@ import dataclasses
 from pathlib import Path
 
 from denoise.batch import BatchReport, UsageError, check_paths, run_batch
+from denoise.conditioning import DEFAULT_STRENGTH
 from denoise.denoising import DenoiseJob, Prebuilt, build_checked
-from denoise.inference import DEFAULT_ENSEMBLE, DEFAULT_STRENGTH
+from denoise.inference import DEFAULT_ENSEMBLE
 
 
 def run(input_path, output_root, *, model_path=None, tile: int | None = None, overlap: float = 0.25,

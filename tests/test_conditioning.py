@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from denoise.conditioning import LEVEL_SCALE, network_input
+from denoise.conditioning import LEVEL_SCALE, STRENGTHS, network_input, parse_strength
 from denoise.config import NoiseConfig, PatchConfig
-from denoise.inference import STRENGTHS, Denoiser, parse_strength
+from denoise.inference import Denoiser
 from denoise.nn import ConvAutoencoder, save_model
 from denoise.noise import FBP_FILTERS, project, reconstruct
 from denoise.normalize import HUWindow
