@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -253,6 +254,34 @@ def describe(exc: ValidationError) -> str:
             else f", got {e['input']!r}"
         parts.append(f"{where}: {msg}{got}" if where else f"{msg}{got}")
     return "; ".join(parts)
+
+
+def options_error(exc: ValidationError, option: Callable[[str], str], units: Mapping[str, str] | None = None) -> str:
+    """A pydantic error of a job's options as one line naming the command-line
+    option: a check's own message as it is; a bound as ``--minutes must be > 0,
+    got -1.0`` (``units`` by field: ``--noise-sd must be > 0 HU``); anything
+    else as ``--option: what is wrong, got VALUE``. ``option(field)`` names the
+    option of a field."""
+    parts = []
+    for e in exc.errors():
+        if e["type"] == "value_error" or not e["loc"]:
+            parts.append(e["msg"].removeprefix("Value error, "))
+            continue
+        field = str(e["loc"][0])
+        name, unit = option(field), (units or {}).get(field, "")
+        bound = {k: v for k, v in (e.get("ctx") or {}).items() if k in ("gt", "ge", "lt", "le")}
+        got = "" if e["type"] in ("extra_forbidden", "missing") else f", got {e['input']!r}"
+        if bound:
+            (kind, value), = bound.items()
+            parts.append(f"{name} must be {_BOUNDS[kind]} {value:g}{unit}{got}")
+        elif e["type"] == "finite_number":
+            parts.append(f"{name} must be a finite number{got}")
+        else:
+            parts.append(f"{name}: {'unknown option' if e['type'] == 'extra_forbidden' else e['msg'].lower()}{got}")
+    return "; ".join(parts)
+
+
+_BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
 def config_from_dict(data: dict) -> RunConfig:

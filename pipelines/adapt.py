@@ -68,7 +68,7 @@ from denoise.adaptation import (
 from denoise.atomic import write_text
 from denoise.batch import UsageError
 from denoise.conditioning import blind_input
-from denoise.config import to_toml
+from denoise.config import options_error, to_toml
 from denoise.dicom.pixels import load_ct
 from denoise.dicom.reading import lenient
 from denoise.dicom.scan import Series, scan
@@ -142,17 +142,8 @@ class AdaptOptions(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            problems = []
-            for e in exc.errors():
-                if not e["loc"]:
-                    problems.append(e["msg"].removeprefix("Value error, "))
-                    continue
-                option, unit = _OPTIONS.get(str(e["loc"][0]), (str(e["loc"][0]), ""))
-                bound = {k: v for k, v in (e.get("ctx") or {}).items() if k in ("gt", "ge")}
-                what = (f"must be {'>' if 'gt' in bound else '>='} {next(iter(bound.values())):g}{unit}" if bound
-                        else "must be a finite number" if "finite" in e["type"] else e["msg"].lower())
-                problems.append(f"{option} {what}, got {e['input']!r}")
-            raise UsageError("; ".join(problems)) from None
+            raise UsageError(options_error(exc, lambda field: _OPTIONS[field][0],
+                                           {field: unit for field, (_, unit) in _OPTIONS.items()})) from None
 
 
 class AdaptCheckFailed(Exception):

@@ -24,6 +24,7 @@ import numpy as np
 
 from denoise import metrics, quality
 from denoise.atomic import write_json
+from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
 from denoise.dicom.pixels import load_ct
 from denoise.dicom.scan import CTFile, ScanResult, scan
 from denoise.pairing import MATCH_MODES, match_files
@@ -77,6 +78,12 @@ class Evaluation:
         if not self.files:
             return {}
         return {k: float(np.mean([f.scores[k] for f in self.files])) for k in METRIC_KEYS}
+
+    @property
+    def exit_code(self) -> int:
+        if not self.files:
+            return EXIT_NOTHING
+        return EXIT_PARTIAL if self.problems else EXIT_OK
 
     def to_dict(self) -> dict:
         return {

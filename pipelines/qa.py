@@ -33,9 +33,9 @@ from denoise.dicom.pixels import CTImage, PixelDataError, load_ct
 from denoise.dicom.scan import CTFile, ScanResult, Series, scan
 from denoise.pairing import MATCH_MODES, match_files
 from denoise.quality.tally import Tally, compare_tallies
+from denoise.tables import QA_FORMAT
 from denoise.text import one_line, short_uid
 
-FORMAT = "ct-denoise qa"
 VERSION = 1
 NEIGHBOUR_GAP_MM = 3.0  # thicker spacing: anatomy differs too much between neighbours
 MIN_NEIGHBOUR_ROIS = 8
@@ -106,7 +106,7 @@ class QAResult:
 
     def to_dict(self) -> dict:
         return finite({
-            "format": FORMAT, "version": VERSION, "paired": self.paired, "match": self.match,
+            "format": QA_FORMAT, "version": VERSION, "paired": self.paired, "match": self.match,
             "rois": self.rois,
             "settings": {"soft_tissue_hu": list(quality.SOFT_TISSUE_HU),
                          "noise_window_mm": quality.noise_level.WINDOW_MM, "nps_roi_mm": quality.nps.ROI_MM,

@@ -35,6 +35,7 @@ import numpy as np
 from denoise.atomic import atomic_path
 from denoise.report.parts import Scrub, check_window, first_frame, num, spread, window_text
 from denoise.report.quality_sections import EXPLAIN, evaluation_quality, load_qa, qa_file, qa_sections
+from denoise.tables import HTML, METRICS, pick, table
 from denoise.text import one_line
 
 EVALUATION_JSON = "evaluation.json"
@@ -88,33 +89,22 @@ def _methods_tables(ev: dict) -> list[dict]:
         methods = {ev.get("test_label", "test"): ev["mean"]}
     if not methods:
         return []
-    fidelity, structure = [], []
-    for name, m in methods.items():
-        m = m if isinstance(m, dict) else {}
-        seconds = m.get("seconds_per_slice")
-        fidelity.append([str(name), num(m.get("psnr"), ".2f"), num(m.get("rmse_hu"), ".1f"),
-                         num(m.get("mse"), ".3g"), "n/a" if seconds is None else num(seconds, ".3g")])
-        structure.append([str(name), num(m.get("ssim"), ".4f")])
-    return [
-        {"caption": "Mean over files: PSNR (higher is better), RMSE and MSE (lower is better)",
-         "columns": ["method", "PSNR (dB)", "RMSE (HU)", "MSE", "seconds per slice"], "rows": fidelity,
-         "highlight_best": {"column": "PSNR (dB)", "max": True}},
-        {"caption": "Mean over files: SSIM (higher is better)", "columns": ["method", "SSIM"], "rows": structure,
-         "highlight_best": {"column": "SSIM", "max": True}},
-    ]
+    rows = [(str(name), m) for name, m in methods.items()]
+    fidelity = table(HTML, "method", pick(METRICS, "psnr", "rmse_hu", "mse", "seconds_per_slice"), rows)
+    structure = table(HTML, "method", pick(METRICS, "ssim"), rows)
+    return [fidelity.html("Mean over files: PSNR (higher is better), RMSE and MSE (lower is better)",
+                          highlight_best={"column": fidelity.header[1], "max": True}),
+            structure.html("Mean over files: SSIM (higher is better)",
+                           highlight_best={"column": structure.header[1], "max": True})]
 
 
 def _files_table(ev: dict) -> dict:
     files = [f for f in ev["files"] if isinstance(f, dict)]
     same = all(f.get("reference") == f.get("test") for f in files)
-    names = ["file"] if same else ["reference", "test"]
-    rows = []
-    for f in files:
-        label = [str(f.get("test", ""))] if same else [str(f.get("reference", "")), str(f.get("test", ""))]
-        rows.append(label + [num(f.get("psnr"), ".2f"), num(f.get("ssim"), ".4f"), num(f.get("rmse_hu"), ".1f"),
-                             num(f.get("mse"), ".3g")])
-    return {"caption": f"{ev.get('test_label', 'test')} against the reference, per file",
-            "columns": names + ["PSNR (dB)", "SSIM", "RMSE (HU)", "MSE"], "rows": rows}
+    rows = [((str(f.get("test", "")),) if same else (str(f.get("reference", "")), str(f.get("test", ""))), f)
+            for f in files]
+    return table(HTML, ("file",) if same else ("reference", "test"), METRICS[:4], rows).html(
+        f"{ev.get('test_label', 'test')} against the reference, per file")
 
 
 def _pictures(ev: dict, out: Path, display: tuple[float, float], scrub: Scrub,
@@ -178,7 +168,7 @@ def _pictures(ev: dict, out: Path, display: tuple[float, float], scrub: Scrub,
                 tiles.append((f"noisy - {label}", residual, residual_window(residual)))
             clean_small = tiles[-2 if noisy is not None else -1][1]
             box = pick_zoom_box(clean_small, max(8, min(clean_small.shape) // 8))
-            header = (f"{label}: PSNR {num(entry.get('psnr'), '.2f')} dB  SSIM {num(entry.get('ssim'), '.4f')}"
+            header = (f"{label}: PSNR {HTML.value(entry, 'psnr')} dB  SSIM {HTML.value(entry, 'ssim')}"
                       f"   (display {window_text(display)})")
             png = f"panel_{number}.png"
             save_png(panel(tiles, window=display, zoom_box=box, zoom=3, header=header), out / png)

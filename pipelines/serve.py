@@ -37,10 +37,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Strict, ValidationError, model_validator
 
 from denoise.batch import FileJob, FileOutcome, UsageError, run_batch
+from denoise.conditioning import DEFAULT_STRENGTH
+from denoise.config import options_error
 from denoise.denoising import DenoiseJob, Prebuilt, build_checked
-from denoise.inference import DEFAULT_ENSEMBLE, DEFAULT_STRENGTH
+from denoise.inference import DEFAULT_ENSEMBLE
 from denoise.logs import OneLineFormatter
 from denoise.node.admit import DEFAULT_MAX_PIXELS, Limits
 from denoise.node.forward import Destination, ForwardError, backoff, check_ae_title, send
@@ -54,55 +59,82 @@ MAX_STARTS = 3  # the node died this many times on one instance: it goes to quar
 SWEEP_EVERY_S = 60.0
 
 
-@dataclass(frozen=True)
-class ServeOptions:
+def _check(test, message: str) -> AfterValidator:
+    """A validator that refuses, with ``message`` (``{v}``: the value), what ``test`` rejects."""
+    def check(value):
+        if not test(value):
+            raise ValueError(message.format(v=value))
+        return value
+
+    return AfterValidator(check)
+
+
+def _ae_title(option: str) -> AfterValidator:
+    return AfterValidator(lambda title: check_ae_title(title, option))
+
+
+def _destination(value):
+    return Destination.parse(value) if isinstance(value, str) else value
+
+
+def _seconds(option: str) -> AfterValidator:
+    return _check(lambda v: 0 < v < math.inf, f"{option} must be > 0 seconds, got {{v}}")
+
+
+Number = Annotated[float, Strict()]  # ints too, never booleans
+Count = Annotated[int, Strict()]
+
+
+class ServeOptions(BaseModel):
+    """The node's settings, validated when made: a bad value is a
+    :class:`UsageError` of one line naming the option (``--series-timeout
+    must be > 0 seconds, got 0.0``); unknown fields are refused. ``forward``
+    takes destinations or their ``AET@HOST:PORT`` text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, validate_default=True)
+
     out: Path
-    aet: str = "CTDENOISE"
-    port: int = 11112
-    bind: str = "127.0.0.1"
-    forward: tuple[Destination, ...] = ()
-    allow: tuple[str, ...] = ()
-    series_timeout_s: float = 10.0
+    aet: Annotated[str, Strict(), _ae_title("--aet")] = "CTDENOISE"
+    port: Annotated[Count, _check(lambda v: 0 <= v <= 65535, "--port must be 0..65535, got {v}")] = 11112
+    bind: Annotated[str, Strict()] = "127.0.0.1"
+    forward: tuple[Annotated[Destination, BeforeValidator(_destination)], ...] = ()
+    allow: tuple[Annotated[str, Strict(), _ae_title("--allow")], ...] = ()
+    series_timeout_s: Annotated[Number, _check(lambda v: v > 0, "--series-timeout must be > 0 seconds, got {v}")] \
+        = 10.0
     model_path: str | None = None
     strength: str | float = DEFAULT_STRENGTH
-    ensemble: int = DEFAULT_ENSEMBLE
-    noise_sd_hu: float | None = None
-    poll_s: float = 0.2
-    drain_s: float = 30.0
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    keep_days: float = 7.0
-    connect_timeout_s: float = 10.0
-    max_associations: int = 16
-    max_per_peer: int = 4
-    idle_timeout_s: float = 30.0
-    pdu_timeout_s: float = 60.0
-    max_pdu: int = 16382
+    ensemble: Count = DEFAULT_ENSEMBLE
+    noise_sd_hu: Number | None = None
+    poll_s: Annotated[Number, _seconds("poll_s")] = 0.2
+    drain_s: Annotated[Number, _seconds("--drain")] = 30.0
+    max_pixels: Annotated[Count, _check(lambda v: v >= 1, "--max-pixels must be >= 1, got {v}")] = DEFAULT_MAX_PIXELS
+    keep_days: Annotated[Number, _check(lambda v: v >= 0, "--keep-days must be >= 0 (inf: keep forever), got {v}")] \
+        = 7.0  # NaN is refused; inf keeps everything
+    connect_timeout_s: Annotated[Number, _seconds("--connect-timeout")] = 10.0
+    max_associations: Count = 16
+    max_per_peer: Count = 4
+    idle_timeout_s: Annotated[Number, _seconds("--idle-timeout")] = 30.0
+    pdu_timeout_s: Annotated[Number, _seconds("--pdu-timeout")] = 60.0
+    max_pdu: Annotated[Count, _check(lambda v: 1024 <= v <= 2 ** 31,
+                                     "--max-pdu must be 1024..2147483648 bytes, got {v}")] = 16382
 
-    def checked(self) -> ServeOptions:
+    def __init__(self, **values):
         try:
-            check_ae_title(self.aet, "--aet")
-            for a in self.allow:
-                check_ae_title(a, "--allow")
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-        if not 0 <= self.port <= 65535:
-            raise UsageError(f"--port must be 0..65535, got {self.port}")
-        if not self.series_timeout_s > 0:
-            raise UsageError(f"--series-timeout must be > 0 seconds, got {self.series_timeout_s}")
-        if not self.max_pixels >= 1:
-            raise UsageError(f"--max-pixels must be >= 1, got {self.max_pixels}")
-        if not self.keep_days >= 0:  # also refuses NaN; inf keeps everything
-            raise UsageError(f"--keep-days must be >= 0 (inf: keep forever), got {self.keep_days}")
-        for name, value in (("--connect-timeout", self.connect_timeout_s), ("--idle-timeout", self.idle_timeout_s),
-                            ("--pdu-timeout", self.pdu_timeout_s), ("--drain", self.drain_s)):
-            if not 0 < value < math.inf:
-                raise UsageError(f"{name} must be > 0 seconds, got {value}")
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise UsageError(options_error(exc, _option)) from None
+
+    @model_validator(mode="after")
+    def _connections(self):
         if self.max_associations < 1 or self.max_per_peer < 1:
-            raise UsageError(f"--max-associations and --max-per-peer must be >= 1, got {self.max_associations} "
+            raise ValueError(f"--max-associations and --max-per-peer must be >= 1, got {self.max_associations} "
                              f"and {self.max_per_peer}")
-        if not 1024 <= self.max_pdu <= 2 ** 31:
-            raise UsageError(f"--max-pdu must be 1024..2147483648 bytes, got {self.max_pdu}")
         return self
+
+
+def _option(field: str) -> str:
+    """The command-line option of a ServeOptions field (``series_timeout_s`` -> ``--series-timeout``)."""
+    return "--model" if field == "model_path" else "--" + field.removesuffix("_s").removesuffix("_hu").replace("_", "-")
 
 
 class Drained(Exception):
@@ -115,7 +147,6 @@ class Node:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self):
-        self.options = self.options.checked()
         self.spool = Spool(self.options.out)
         job = DenoiseJob(self.options.model_path, ensemble=self.options.ensemble, strength=self.options.strength,
                          noise_sd_hu=self.options.noise_sd_hu)

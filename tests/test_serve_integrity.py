@@ -257,12 +257,12 @@ def test_an_instance_the_node_dies_on_three_times_is_quarantined(tmp_path):
     smalls = [slice_ds(seed=k, SeriesInstanceUID=big.SeriesInstanceUID, StudyInstanceUID=big.StudyInstanceUID)
               for k in range(3)]
     out = tmp_path / "out"
-    args = ("--series-timeout", "0.5", "--ensemble", "1")
+    args = ("--series-timeout", "3", "--ensemble", "1")  # one series, one job, however long the big one takes
     for attempt in range(1, 4):  # each time the node begins the big instance it is killed, as by the OOM killer
         n = peers.start_node(out, *args)
         try:
             if attempt == 1:
-                assert store(n.port, *smalls, big) == [0, 0, 0, 0]
+                assert store(n.port, big, *smalls) == [0, 0, 0, 0]
             began = peers.wait_for(lambda k=attempt - 1: (c := _current(out))[1] == k and _is_big(out, c[0]) and c,
                                    60, every=0.005)
             assert began, _current(out)
@@ -406,13 +406,13 @@ def test_in_a_memory_limit_the_instance_that_kills_the_node_is_quarantined(tmp_p
     smalls = [slice_ds(seed=k, SeriesInstanceUID=big.SeriesInstanceUID, StudyInstanceUID=big.StudyInstanceUID)
               for k in range(2)]
     out = tmp_path / "out"
-    args = ("--series-timeout", "0.5", "--ensemble", "1")
+    args = ("--series-timeout", "3", "--ensemble", "1")  # the big one takes a while to arrive: one series, one job
     deaths = []
     with memory_cgroup(400 * 2 ** 20) as enter:
         for start in range(6):
             n = peers.start_node(out, *args, preexec_fn=enter)
             if start == 0:
-                assert store(n.port, *smalls, big) == [0, 0, 0]
+                assert store(n.port, big, *smalls) == [0, 0, 0]
             peers.wait_for(lambda node=n: node.proc.poll() is not None or settled(out), 120, every=0.2)
             if n.proc.poll() is not None:
                 deaths.append(n.proc.returncode)

@@ -18,20 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from denoise.report.parts import Scrub, num, spread, window_text
+from denoise.report.parts import Scrub, spread, window_text
+from denoise.tables import HTML, QA_FORMAT, qa_table, quality_table
 from denoise.text import one_line
 
 QA_JSON = "qa.json"
-QA_FORMAT = "ct-denoise qa"
 MAX_QA_PANELS = 3
 MAX_QA_CURVES = 4
 PANEL_MAX_SIDE = 512
 ROI_COLOUR = np.array([255, 80, 0], dtype=np.uint8)
 EDGE_COLOUR = np.array([0, 200, 255], dtype=np.uint8)
 
-_COLUMNS = ["noise SD (HU)", "NPS peak (cycles/mm)", "NPS mean (cycles/mm)", "edge 10-90 % (mm)", "MTF50 (cycles/mm)"]
-_KEYS = [("noise_sd_hu", ".1f"), ("nps_peak_freq_mm", ".3f"), ("nps_mean_freq_mm", ".3f"), ("edge_width_mm", ".2f"),
-         ("mtf50_per_mm", ".3f")]
 EXPLAIN = ("Measured on the images alone, as medical physicists do (ICRU 87, AAPM TG-233): noise SD is the mode "
            "of local SDs over 6 mm windows of uniform water or soft tissue (mean -50..150 HU); the noise power "
            "spectrum (NPS) comes from detrended uniform ROIs of about 15 mm, radially averaged, summarised by its "
@@ -39,11 +36,6 @@ EXPLAIN = ("Measured on the images alone, as medical physicists do (ICRU 87, AAP
            "width of the mean edge profile across the air/body boundary, with the MTF50 from it. The residual is "
            "what the processing removed; its structure (0..1) says how much of it follows the anatomy's "
            "edges rather than looking like noise.")
-
-
-def _cells(measure: dict | None) -> list[str]:
-    measure = measure if isinstance(measure, dict) else {}
-    return [num(measure.get(key), fmt) for key, fmt in _KEYS]
 
 
 # ---------------------------------------------------------------- evaluation
@@ -55,14 +47,8 @@ def evaluation_quality(ev: dict, out: Path) -> tuple[list[dict], list[dict], lis
     measured = ev.get("quality")
     if not isinstance(measured, dict) or not measured:
         return [], [], []
-    rows = []
-    for name, m in measured.items():
-        m = m if isinstance(m, dict) else {}
-        rows.append([str(name), *_cells(m), num(m.get("residual_sd_hu"), ".1f"),
-                     num(m.get("residual_structure"), ".2f")])
-    table = {"caption": "No-reference measures, where the reference has uniform tissue and edges "
-                        "(residual = noisy input - output)",
-             "columns": ["image", *_COLUMNS, "residual SD (HU)", "residual structure"], "rows": rows}
+    table = quality_table(HTML, measured).html("No-reference measures, where the reference has uniform tissue and "
+                                               "edges (residual = noisy input - output)")
     from denoise.report import quality_curves
 
     lines = [(name, m.get("nps_curve"), m.get("esf_curve")) for name, m in measured.items() if isinstance(m, dict)]
@@ -105,22 +91,6 @@ def load_qa(path: Path) -> dict:
     return data
 
 
-def _side_by_side(row: dict, paired: bool) -> list[str]:
-    if not paired:
-        return _cells(row.get("before"))
-    b, a, c = (row.get(k) if isinstance(row.get(k), dict) else {} for k in ("before", "after", "change"))
-    cells = [f"{x} → {y}" for x, y in zip(_cells(b), _cells(a), strict=True)]
-    return cells + [num(c.get("noise_reduction_pct"), ".0f", " %"), num(c.get("edge_width_change_pct"), "+.1f", " %"),
-                    num(row.get("residual_sd_hu"), ".1f"), num(row.get("residual_structure"), ".2f")]
-
-
-def _qa_columns(paired: bool) -> list[str]:
-    if not paired:
-        return list(_COLUMNS)
-    return [f"{c}: before → after" for c in _COLUMNS] + ["noise reduction", "edge width change",
-                                                        "residual SD (HU)", "residual structure"]
-
-
 def qa_sections(doc: dict, out: Path, display, scrub: Scrub) -> tuple[list[dict], list[str], str]:
     """(sections, written files, subtitle part) of a qa result."""
     paired = bool(doc.get("paired"))
@@ -129,12 +99,12 @@ def qa_sections(doc: dict, out: Path, display, scrub: Scrub) -> tuple[list[dict]
     text = EXPLAIN + ("\n\nAFTER is measured in the regions and on the edges found on BEFORE." if paired else "")
     if doc.get("rois"):
         text += f"\n\nNoise SD and NPS in the user's ROIs (x, y, w, h): {doc['rois']}."
-    series_rows = [[f"{s.get('series', '')} ({s.get('slices', '?')} slices; NPS: {s.get('nps_method', '?')})",
-                    *_side_by_side(s, paired)] for s in series]
+    series_rows = [(f"{s.get('series', '')} ({s.get('slices', '?')} slices; NPS: {s.get('nps_method', '?')})", s)
+                   for s in series]
     mean = doc.get("mean") if isinstance(doc.get("mean"), dict) else {}
-    tables = [{"caption": "Per series", "columns": ["series", *_qa_columns(paired)], "rows": series_rows},
-              {"caption": f"Mean over {mean.get('files', len(files))} file(s)", "columns": _qa_columns(paired),
-               "rows": [_side_by_side(mean, paired)]}]
+    tables = [qa_table(HTML, "series", series_rows, paired).html("Per series"),
+              qa_table(HTML, (), [((), mean)], paired).html(f"Mean over {mean.get('files', len(files))} file(s)")]
+    per_file = qa_table(HTML, "file", [(str(f.get("file", "")), f) for f in files], paired)
     images, written = [], []
     for number, s in enumerate(series[:MAX_QA_CURVES], start=1):
         nps, esf = s.get("nps_curve") or {}, s.get("esf_curve") or {}
@@ -156,10 +126,7 @@ def qa_sections(doc: dict, out: Path, display, scrub: Scrub) -> tuple[list[dict]
                 {"heading": "Where it measured" + (": before, after, residual" if paired else ""),
                  "text": f"Slices in the display window {window_text(display)}; the residual (before - after) in "
                          "its own window about 0 HU.", "images": panels},
-                {"heading": "Per file (qa)", "tables": [{"caption": "One row per file",
-                                                         "columns": ["file", *_qa_columns(paired)],
-                                                         "rows": [[str(f.get("file", "")), *_side_by_side(f, paired)]
-                                                                  for f in files]}]}]
+                {"heading": "Per file (qa)", "tables": [per_file.html("One row per file")]}]
     recorded = [scrub(one_line(x, 300)) for k in ("problems", "notes") for x in doc.get(k) or []]
     if recorded + notes:
         sections.append({"heading": "Notes (qa)", "text": "\n".join(f"- {x}" for x in recorded + notes)})
@@ -226,12 +193,10 @@ def _qa_panels(doc: dict, files: list[dict], out: Path, display, scrub: Scrub,
                 raise ValueError(f"slice larger than {PANEL_MAX_SIDE} pixels: not drawn")
             box = pick_zoom_box(before, max(8, min(before.shape) // 8))
             b, a = entry.get("before") or {}, entry.get("after") or {}
-            header = (f"noise SD {num(b.get('noise_sd_hu'), '.1f')}"
-                      + (f" -> {num(a.get('noise_sd_hu'), '.1f')}" if paired else "")
-                      + f" HU   NPS mean {num(b.get('nps_mean_freq_mm'), '.3f')}"
-                      + (f" -> {num(a.get('nps_mean_freq_mm'), '.3f')}" if paired else "")
-                      + f" /mm   edge {num(b.get('edge_width_mm'), '.2f')}"
-                      + (f" -> {num(a.get('edge_width_mm'), '.2f')}" if paired else "") + " mm")
+            header = "   ".join(f"{what} {HTML.value(b, key)}" + (f" -> {HTML.value(a, key)}" if paired else "")
+                                  + unit for what, key, unit in (("noise SD", "noise_sd_hu", " HU"),
+                                                                 ("NPS mean", "nps_mean_freq_mm", " /mm"),
+                                                                 ("edge", "edge_width_mm", " mm")))
             image = panel(tiles, window=display, zoom_box=box, zoom=2, header=header)
             regions = _marked(before, spacing, np.repeat(to_display(before, display)[..., None], 3, axis=2))
         except (OSError, ValueError) as exc:

@@ -1,0 +1,150 @@
+"""The command line's output: its two consoles, where the human-readable
+report goes (stdout, or stderr when ``--json -`` puts the JSON there), strict
+JSON output, the progress bar of batch jobs, and the package's log records on
+stderr."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from denoise.atomic import finite
+from denoise.logs import OneLineFormatter
+from denoise.text import one_line
+
+EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+STDOUT = "-"  # --json - : the JSON goes to stdout
+
+
+def to_stdout(json_out: Path | None) -> bool:
+    return json_out is not None and str(json_out) == STDOUT
+
+
+def show(lines: Iterable[str], json_out: Path | None = None) -> None:
+    """Print a human-readable report: to stdout, unless ``--json -`` keeps it for the JSON (then stderr)."""
+    console = err if to_stdout(json_out) else out
+    for line in lines:
+        console.print(line, markup=False)
+
+
+def present(printout, json_out: Path | None = None, with_json: bool = True) -> None:
+    """Print a :class:`denoise.summaries.Printout` and write its JSON (``with_json``) where ``--json`` says."""
+    if with_json and printout.data is not None and json_out is not None:
+        emit_json(json_out, printout.data() if callable(printout.data) else printout.data)
+    show([] if printout.alone and to_stdout(json_out) else printout.lines, json_out)
+    for line in printout.stderr:
+        err.print(line, markup=False)
+
+
+def emit_json(json_out: Path | None, data) -> None:
+    """Strict JSON (non-finite numbers as null) to stdout (``-``) or atomically to a file."""
+    if json_out is None:
+        return
+    if to_stdout(json_out):
+        print(json.dumps(finite(data), indent=2, allow_nan=False), file=sys.stdout, flush=True)  # never styled
+    else:
+        from denoise.atomic import write_json
+
+        write_json(json_out, data)
+
+
+def guarded(app) -> None:
+    """Run the Typer ``app`` with an unexpected exception reported as one
+    line and exit code 70 (its traceback logged at DEBUG: -v), Ctrl-C as 130."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # the last boundary: anything that reaches here is a bug
+        logger = logging.getLogger("ct_denoise")
+        logger.debug("internal error", exc_info=True)
+        hint = "" if logger.isEnabledFor(logging.DEBUG) else " (-v shows the traceback)"
+        err.print(f"internal error (a bug in ct-denoise, please report it): {type(exc).__name__}: {one_line(exc)}"
+                  + hint, markup=False)
+        sys.exit(EXIT_INTERNAL)
+
+
+def version_text() -> str:
+    """``ct-denoise VERSION (bundled model NAME@SHA256[:16])``; the version of
+    the installed distribution, else of this checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from denoise import __version__
+    from denoise.hashing import sha256_file
+    from denoise.inference import BUNDLED_MODEL
+
+    try:
+        installed = version("ct-denoise")
+    except PackageNotFoundError:
+        installed = __version__
+    npz = BUNDLED_MODEL.with_name(BUNDLED_MODEL.name + ".npz")
+    model = f"{npz.stem}@{sha256_file(npz)[:16]}" if npz.is_file() else "not installed"
+    return f"ct-denoise {installed} (bundled model {model})"
+
+
+@contextmanager
+def batch_progress(label: str):
+    """A Rich progress bar on stderr fed by the batch callbacks: yields
+    ``(on_plan, on_outcome)``; ``on_plan.scan`` reports the scan before the batch."""
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[last]}"), TimeRemainingColumn(), console=err)
+    task = scanning = None
+
+    def on_scan(done: int, total: int):
+        """The scan before a batch: one step per file found."""
+        nonlocal scanning
+        if scanning is None:
+            scanning = progress.add_task("scan", total=total, last="")
+        progress.update(scanning, completed=done, last="files read")
+
+    def on_plan(total: int):
+        nonlocal task
+        if scanning is not None:
+            progress.remove_task(scanning)
+        task = progress.add_task(label, total=total, last="")
+
+    on_plan.scan = on_scan
+
+    def on_outcome(outcome):
+        if task is not None:
+            progress.update(task, advance=1, last=getattr(outcome, "status", outcome))
+
+    with progress:
+        yield on_plan, on_outcome
+
+
+def configure_logging(level: int) -> None:
+    """Records of the package (logger ``ct_denoise``) go to stderr at ``level``;
+    pydicom's and pynetdicom's own loggers only from WARNING unless DEBUG (-v)."""
+    logger = logging.getLogger("ct_denoise")
+    logger.setLevel(level)
+    if not any(getattr(h, "ct_denoise", False) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(OneLineFormatter())
+        handler.ct_denoise = True
+        logger.addHandler(handler)
+    for name in ("pydicom", "pynetdicom"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (Typer's test
+    runner swaps it per invocation)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it; the property decides
+        pass
