@@ -252,14 +252,15 @@ class Node:
             return True
         return False
 
-    def _retry_later(self, job: str, state: JobState, key: str, error: str) -> None:
+    def _retry_later(self, job: str, state: JobState, key: str, error: str, level: int = logging.ERROR) -> None:
+        """One more failed attempt at ``key`` (the denoise stage, or a destination): back off and say why."""
         state.attempts[key] = state.attempts.get(key, 0) + 1
         wait = backoff(state.attempts[key])
         state.next_try = time.time() + wait
-        state.last_error = f"{key}: {error}" if key != "denoise" else error
+        state.last_error = error
         self.spool.save_state(job, state)
-        log.error("series %s: %s (attempt %d); retry in %g s", self.spool.series_of(job), error,
-                  state.attempts[key], wait)
+        log.log(level, "series %s: %s (attempt %d); retry in %g s", self.spool.series_of(job), error,
+                state.attempts[key], wait)
 
     def _count_crash(self, job: str, state: JobState) -> None:
         """``state.current`` is set: the node died while denoising it. Count
@@ -284,7 +285,6 @@ class Node:
         if state.current:
             self._count_crash(job, state)
         t0 = time.perf_counter()
-        logged: set[str] = set()
 
         def begin(file_job: FileJob) -> None:
             state.current = str(file_job.source.relpath)
@@ -293,17 +293,14 @@ class Node:
         def between_files(outcome: FileOutcome) -> None:
             state.current = ""
             self.spool.save_state(job, state)
-            if outcome.status in ("failed", "ignored"):
-                log.warning("series %s: %s not denoised: %s", series, outcome.relpath, outcome.reason)
-                logged.add(outcome.relpath)
             self.close_idle()  # other series complete while this one is denoised
             if self.stopping.is_set():
                 raise Drained
 
         report = run_batch(self.spool.queue / job, self.spool.derived_dir(job), Prebuilt(self.transform),
                            on_outcome=between_files, on_begin=begin)
-        for o in report.outcomes:  # files the scan set aside never reach between_files
-            if o.status in ("failed", "ignored") and o.relpath not in logged:
+        for o in report.outcomes:  # those the scan set aside and those the batch could not denoise
+            if o.status in ("failed", "ignored"):
                 log.warning("series %s: %s not denoised: %s", series, o.relpath, o.reason)
         state.denoise_s += time.perf_counter() - t0
         retry = [o for o in report.outcomes if o.retry]
@@ -355,18 +352,12 @@ class Node:
                 if self.stopping.is_set():
                     return  # a drain: the job stays queued as it is
                 pending = True
-                state.attempts[key] = state.attempts.get(key, 0) + 1
-                wait = backoff(state.attempts[key])
-                state.next_try = time.time() + wait
-                state.last_error = f"{key}: {one_line(exc)}"
-                log.warning("series %s: forward to %s failed (attempt %d): %s; retry in %g s", series, key,
-                            state.attempts[key], one_line(exc), wait)
+                self._retry_later(job, state, key, f"forward to {key} failed: {one_line(exc)}", logging.WARNING)
                 continue
             state.sent[key] = n + len(already)
             log.debug("series %s: forwarded %d derived instances to %s (%d sent before)", series, n, key,
                       len(already))
         if pending:
-            self.spool.save_state(job, state)
             return
         received = len(self.spool.sources(job))
         self.spool.finish(job, state)

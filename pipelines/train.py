@@ -221,14 +221,14 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
                     to_device=array_module(cfg.training.device).asarray)
     first_epoch = start_epoch
     outputs: list = []
-    stale, stopped = epochs_since_best(rows), []
+    stale, stopped_early = epochs_since_best(rows), False
 
     def validate(state: LoopState) -> dict:
         val, outputs[:] = validate_model(model, vset, window, cfg.validation.window)
         return val
 
     def end_epoch(state: LoopState, row: dict) -> bool:
-        nonlocal best, stale
+        nonlocal best, stale, stopped_early
         epoch = state.epoch
         improved = row["val_psnr"] > best
         best = max(best, row["val_psnr"])
@@ -249,12 +249,12 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
                    + ("  (best)" if improved else ""))
         if on_epoch is not None:
             on_epoch(row)
-        stopped.append(stopping)
+        stopped_early = stopping
         return stopping
 
     state = engine.run(LoopState(epoch=start_epoch - 1, step=step, rows=rows), EpochHooks(validate, end_epoch))
     rows = state.rows
-    return TrainResult(run_dir, rows[-1]["epoch"] if rows else 0, best, bool(stopped and stopped[-1]), rows)
+    return TrainResult(run_dir, rows[-1]["epoch"] if rows else 0, best, stopped_early, rows)
 
 
 class _Supervised:

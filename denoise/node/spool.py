@@ -127,11 +127,10 @@ class Spool:
     # ---------------------------------------------------------------- receive
     def store_file(self, series_uid: str, sop_uid: str, path: Path) -> Path:
         """Move a received file into its open series durably (fsync, then an
-        atomic rename; a copy first when ``path`` is on another file system)."""
-        try:
-            os.rename(path, self.tmp / path.name)
-            staged = self.tmp / path.name
-        except OSError:  # another file system: copy, and leave the original to its owner
+        atomic rename). The node's inbox writes into ``tmp/`` already; a file
+        from elsewhere is copied there first, and the original left to its owner."""
+        staged = path
+        if path.parent != self.tmp:
             staged = self.tmp / f"{uuid.uuid4().hex}.dcm"
             shutil.copyfile(path, staged)
         try:
