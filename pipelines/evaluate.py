@@ -25,9 +25,9 @@ import numpy as np
 from denoise import metrics, quality
 from denoise.atomic import write_json
 from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
+from denoise.dicom.matching import MATCH_MODES, match_files
 from denoise.dicom.pixels import load_ct
 from denoise.dicom.scan import CTFile, ScanResult, scan
-from denoise.pairing import MATCH_MODES, match_files
 from denoise.quality.tally import Tally
 
 TEST_LABEL = "test"

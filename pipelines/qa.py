@@ -29,9 +29,9 @@ from denoise import quality
 from denoise.atomic import finite, write_json
 from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
 from denoise.dicom.geometry import frame_geometry, slice_normal
+from denoise.dicom.matching import MATCH_MODES, match_files
 from denoise.dicom.pixels import CTImage, PixelDataError, load_ct
 from denoise.dicom.scan import CTFile, ScanResult, Series, scan
-from denoise.pairing import MATCH_MODES, match_files
 from denoise.quality.tally import Tally, compare_tallies
 from denoise.tables import QA_FORMAT
 from denoise.text import one_line, short_uid

@@ -111,8 +111,8 @@ def _pictures(ev: dict, out: Path, display: tuple[float, float], scrub: Scrub,
               notes: list[str]) -> tuple[list[dict], list[str]]:
     """Panels and the scroll GIF; (images, names written). Anything missing or
     unreadable becomes a note instead of an error."""
+    from denoise.dicom.matching import match_files
     from denoise.dicom.scan import scan
-    from denoise.pairing import match_files
     from denoise.report import panel, pick_zoom_box, residual_window, save_png, shrink
 
     sources = ev.get("sources") or {}

@@ -1,5 +1,6 @@
-"""Pair the CT files of two scans: a reference (or original) and its test (or
-processed) version, for ``evaluate`` and ``qa``.
+"""Match the CT files of two scans of the same slices: a reference (or
+original) and its test (or processed) version, for ``evaluate``, ``qa`` and
+``report``.
 
 By relative path (default), by SOP reference (a derived file's
 SourceImageSequence points at its original, or the SOP UIDs are equal) or by
