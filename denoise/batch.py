@@ -32,9 +32,10 @@ from typing import Protocol
 
 import numpy as np
 
+from denoise.dicom.identity import Derivation, expected_sop_uid
 from denoise.dicom.pixels import load_ct
 from denoise.dicom.scan import CTFile, ScanResult, SkipFile, inspect_file, scan
-from denoise.dicom.write import Derivation, derive_dataset, expected_sop_uid, output_path, write_atomic
+from denoise.dicom.write import derive_dataset, output_path, write_atomic
 from denoise.text import one_line
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
@@ -174,7 +175,7 @@ def plan(result: ScanResult, output_root: Path) -> tuple[list[FileJob], list[Fil
 def is_done(job: FileJob, expected_uid: str) -> bool:
     """True if ``job.output`` is a complete, readable result of this
     operation on this source: it has the deterministic SOP Instance UID
-    (:func:`denoise.dicom.write.expected_sop_uid`) the result would get."""
+    (:func:`denoise.dicom.identity.expected_sop_uid`) the result would get."""
     if not job.output.is_file():
         return False
     try:

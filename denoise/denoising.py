@@ -15,8 +15,8 @@ from pydicom.sr.codedict import codes
 
 from denoise.batch import UsageError
 from denoise.conditioning import DEFAULT_STRENGTH, strength_level, strength_name
+from denoise.dicom.identity import Derivation
 from denoise.dicom.scan import CTFile
-from denoise.dicom.write import Derivation
 from denoise.inference import DEFAULT_ENSEMBLE, Denoiser
 from denoise.nn import ModelFileError
 

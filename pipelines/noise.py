@@ -15,8 +15,8 @@ import numpy as np
 from pydicom.sr.codedict import codes
 
 from denoise.batch import BatchReport, run_batch
+from denoise.dicom.identity import Derivation
 from denoise.dicom.scan import CTFile
-from denoise.dicom.write import Derivation
 from denoise.noise import DEFAULT_VIEWS, add_gaussian, noisy_line_integrals, project, reconstruct
 
 

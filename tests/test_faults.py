@@ -17,8 +17,8 @@ import pydicom
 import pytest
 
 from denoise.atomic import TEMP_NAME
+from denoise.dicom.identity import Derivation
 from denoise.dicom.scan import scan
-from denoise.dicom.write import Derivation
 from tests.factory import PATIENT_ID, write_config, write_series
 
 ROOT = Path(__file__).resolve().parents[1]

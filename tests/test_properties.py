@@ -17,9 +17,10 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from denoise.dicom.identity import Derivation
 from denoise.dicom.pixels import PixelDataError, hu_to_stored, load_ct, stored_range
 from denoise.dicom.scan import CTFile, SkipFile, inspect_file, scan
-from denoise.dicom.write import Derivation, derive_dataset, write_atomic
+from denoise.dicom.write import derive_dataset, write_atomic
 from tests.factory import ct_dataset, ct_from_stored, enhanced_ct_dataset, phantom_hu, save
 
 IDENTITY = Derivation(key="identity", description="identity (property test)", series_suffix="same")

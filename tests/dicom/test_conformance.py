@@ -443,7 +443,7 @@ def test_a_corrected_source_gets_another_derived_uid_and_is_not_taken_as_done(tm
     source re-sent with a corrected patient name found its old derived object 'already done'."""
     from pydicom.uid import ExplicitVRLittleEndian
 
-    from denoise.dicom.write import Derivation, expected_sop_uid
+    from denoise.dicom.identity import Derivation, expected_sop_uid
 
     ds = ct_dataset(phantom_hu(16, 16))
     ds.PatientName = "Wrong^Patient"
