@@ -32,12 +32,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import _peers as peers  # benchmarks/_peers.py: the node, Orthanc and storescu on loopback
+from pydicom.dataset import Dataset
+
+from denoise.dicom import scan
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from denoise.dicom import scan  # noqa: E402
-from tests import peers  # noqa: E402  (the same loopback peers the tests use)
-
 SHARED = ROOT.parent / "shared" / "data" / "ct"
 SERIES = ("lidc-chest", "ricord-chest", "acrin-abdomen-pelvis", "rider-chest")  # the largest series of each
 
@@ -47,14 +47,6 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def peers_busy(out: Path) -> bool:
-    """True while the node still has a series receiving or queued."""
-    from pipelines.serve import status
-
-    state = status(out)
-    return bool(state["receiving"] or state["queue"])
 
 
 def main() -> None:
@@ -88,7 +80,7 @@ def main() -> None:
                 receive_s = time.perf_counter() - t0
                 acked = sum(o.count("Received Store Response (Success)") for o in outputs)
                 total = sum(map(len, sources))
-                peers.wait_for(lambda: len(archive.get("/instances")) >= acked and not peers_busy(tmp / "out"),
+                peers.wait_for(lambda: len(archive.get("/instances")) >= acked and not peers.node_busy(tmp / "out"),
                                3600, every=1.0)
                 done_s = time.perf_counter() - t0
                 peak = peak_rss_mib(node.proc.pid)
@@ -104,17 +96,13 @@ def main() -> None:
 
 
 def largest(json_path: Path | None) -> None:
-    import numpy as np
     from pydicom.uid import EnhancedCTImageStorage, ExplicitVRLittleEndian
     from pynetdicom import AE
 
     from denoise.node.admit import DEFAULT_MAX_PIXELS
-    from tests import factory
 
     frames = DEFAULT_MAX_PIXELS // (512 * 512)
-    rng = np.random.default_rng(0)
-    hu = factory.body_phantom(512)[None] + rng.normal(0, 20, (frames, 512, 512))
-    ds = factory.enhanced_ct_dataset(np.clip(hu + 1024, 0, 4095).astype(np.int16), rescales=((1.0, -1024.0),) * frames)
+    ds = noisy_phantom(frames)
     os.environ.setdefault("PYTHON", sys.executable)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -128,7 +116,7 @@ def largest(json_path: Path | None) -> None:
             assoc.release()
             receive_s = time.perf_counter() - t0
             peak_received = peak_rss_mib(node.proc.pid)
-            peers.wait_for(lambda: not peers_busy(tmp / "out"), 3600, every=1.0)
+            peers.wait_for(lambda: not peers.node_busy(tmp / "out"), 3600, every=1.0)
             done_s = time.perf_counter() - t0
             peak = peak_rss_mib(node.proc.pid)
         finally:
@@ -140,6 +128,54 @@ def largest(json_path: Path | None) -> None:
     print(json.dumps(result, indent=2))
     if json_path:
         json_path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def noisy_phantom(frames: int, size: int = 512, spacing_mm: float = 0.7) -> Dataset:
+    """An Enhanced CT instance of ``frames`` frames of ``size`` x ``size``: a
+    40 HU disk in air (its edge blurred by a Gaussian of 0.5 mm) with white
+    noise of 20 HU, shifted by +1024 and clipped to 0..4095, as HU (a rescale
+    of slope 1, intercept -1024 per frame). What it costs the node depends on
+    its size, not on its values."""
+    import numpy as np
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import EnhancedCTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from scipy import special
+
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot((yy - size / 2 + 0.3) * spacing_mm, (xx - size / 2 + 0.2) * spacing_mm)
+    disk = -1000.0 + 1040.0 * special.ndtr((38.0 - r) / 0.5)
+    hu = disk[None] + np.random.default_rng(0).normal(0, 20, (frames, size, size))
+    stored = (np.clip(hu + 1024, 0, 4095).astype(np.int16) + 1024).astype(np.int16)
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = EnhancedCTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    ds.PatientName, ds.PatientID = "BENCHMARK^PHANTOM", "BENCHMARK"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.SeriesNumber, ds.SeriesDescription, ds.BodyPartExamined = 3, "SYNTH SERIES", "CHEST"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    shared, orient, measures = Dataset(), Dataset(), Dataset()
+    orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    measures.PixelSpacing, measures.SliceThickness = [spacing_mm, spacing_mm], 1.0
+    shared.PlaneOrientationSequence = Sequence([orient])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    per_frame = []
+    for k in range(frames):
+        item, position, rescale = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = [-10.0, -10.0, float(k)]
+        rescale.RescaleSlope, rescale.RescaleIntercept, rescale.RescaleType = 1.0, -1024.0, "HU"
+        item.PlanePositionSequence = Sequence([position])
+        item.PixelValueTransformationSequence = Sequence([rescale])
+        per_frame.append(item)
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.set_pixel_data(stored, "MONOCHROME2", 16)
+    ds.NumberOfFrames = frames
+    return ds
 
 
 if __name__ == "__main__":
