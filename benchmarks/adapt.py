@@ -49,7 +49,7 @@ from denoise.dicom import derive_dataset, load_ct, scan, write_atomic  # noqa: E
 from denoise.inference import Denoiser  # noqa: E402
 from denoise.nn import Adam  # noqa: E402
 from denoise.noise import low_dose_pair  # noqa: E402
-from denoise.training import Budget, LoopState  # noqa: E402
+from denoise.training import LoopState  # noqa: E402
 from pipelines import adapt, noise  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ct"
@@ -89,7 +89,7 @@ def train_for(pairs, seconds: float, lr: float, schedule: str = "constant") -> t
     engine: steps, epochs and learning-rate schedule); the model and the number of steps."""
     den = Denoiser.load(None, ensemble=1)
     optimizer = Adam(den.model.parameters(), lr=lr)
-    state = adapt.adapt_engine(den.model, optimizer, pairs, Budget(seconds=seconds), schedule, lr).run(LoopState())
+    state = adapt.adapt_engine(den.model, optimizer, pairs, seconds, schedule, lr).run(LoopState())
     return den, state.step
 
 

@@ -21,7 +21,7 @@ self-describing and resumable, as ``train`` writes it::
 
     RUN/config.toml          what was asked: series, budget, seed, patch settings
     RUN/log.csv, log.json    one row per epoch (loss, validation loss, speed, time)
-    RUN/checkpoints/last.*   weights + Adam moments + RNG state + time spent, every epoch
+    RUN/checkpoints/last.*   weights + Adam moments + step, time spent, RNG state and log, every epoch
     RUN/progress/epoch_*.npy the middle slice denoised after each epoch
     RUN/progress.gif         that slice before | after, per epoch
 
@@ -46,9 +46,9 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import pydicom
@@ -68,19 +68,18 @@ from denoise.adaptation import (
 from denoise.atomic import write_text
 from denoise.batch import UsageError
 from denoise.conditioning import blind_input
-from denoise.config import options_error, to_toml
+from denoise.config import describe, options_error, to_toml
 from denoise.dicom.pixels import load_ct
 from denoise.dicom.reading import lenient
 from denoise.dicom.scan import Series, scan
 from denoise.hashing import short_hash
 from denoise.inference import Denoiser
-from denoise.nn import Adam, ModelFileError, cosine_decay, load_model, save_model
+from denoise.nn import Adam, ModelFileError, save_model
 from denoise.nn.serialize import model_paths
 from denoise.noise import field_of_view, low_dose_noise
 from denoise.quality.noise_level import WINDOW_MM, NoUniformRegion, noise_sd, soft_tissue_centres, window_pixels
 from denoise.report import ProgressFrame, progress_gif, training_curves
-from denoise.runs import save_progress_frame
-from denoise.training import Budget, Engine, EpochHooks, LoopState
+from denoise.training import Engine, EngineConfig, EpochHooks, LoopState, Schedule, checkpoint
 
 METHOD = "noise2sim-neighbour-slices"
 RECORRUPTED = "recorrupted-low-dose"
@@ -182,22 +181,65 @@ def _series_label(series: Series) -> str:
     return short_hash(series.uid)
 
 
-@dataclass(frozen=True)
-class NoiseModel:
+class NoiseModel(BaseModel):
     """The noise the recorrupted method removes: low-dose noise at ``i0`` photons per bin and view
     (``denoise.noise.low_dose_noise``); ``sd_hu`` is what the user stated, when they stated an SD."""
 
-    i0: float
-    sd_hu: float | None = None
-    alpha: float = ALPHA
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    kind: Literal["low-dose"] = "low-dose"
+    i0: Annotated[float, Field(gt=0)]
+    sd_hu: Annotated[float, Field(gt=0)] | None = None
+    alpha: Annotated[float, Field(gt=0)] = ALPHA
 
     def realize(self, spacing_mm: float):
         def noise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             return low_dose_noise(hu, i0=self.i0, pixel_spacing_mm=spacing_mm, rng=rng)
         return noise
 
-    def to_dict(self) -> dict:
-        return {"kind": "low-dose", "i0": self.i0, "sd_hu": self.sd_hu, "alpha": self.alpha}
+    def option(self) -> str:
+        """The option that states this noise, as ``adapt`` takes it."""
+        return f"--noise-sd {self.sd_hu:g}" if self.sd_hu is not None else f"--dose {self.i0:g}"
+
+
+class AdaptSettings(BaseModel):
+    """What a run adapts, from what, and how (the ``[adapt]`` table of its ``config.toml``);
+    the defaults are what runs that did not record them used."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    method: Literal["noise2sim-neighbour-slices", "recorrupted-low-dose"] = METHOD
+    series_dir: str
+    series: str
+    from_model: str
+    minutes: Annotated[float, Field(gt=0)] | None = None
+    epochs: Annotated[int, Field(ge=1)] | None = None
+    seed: Annotated[int, Field(ge=0)] = 0
+    lr: Annotated[float, Field(gt=0)] = LR
+    schedule: Literal["constant", "cosine"] = "constant"
+    steps_per_epoch: Annotated[int, Field(ge=1)] = STEPS_PER_EPOCH
+    offsets: tuple[int, ...] | None = None
+
+
+class AdaptRun(BaseModel):
+    """A run's saved config: the settings, the pair sampling and (recorrupted method) the noise model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    adapt: AdaptSettings
+    pairs: PairConfig
+    noise: NoiseModel | None = None
+
+    def with_budget(self, minutes: float | None, epochs: int | None) -> AdaptRun:
+        return self.model_copy(update={"adapt": self.adapt.model_copy(update={"minutes": minutes, "epochs": epochs})})
+
+    def engine_config(self) -> EngineConfig:
+        """The engine's settings for this run: the budget, the rate and its schedule, adapt's log columns."""
+        a = self.adapt
+        return EngineConfig(steps_per_epoch=a.steps_per_epoch, epochs=a.epochs,
+                            seconds=None if a.epochs is not None else a.minutes * 60.0,
+                            schedule=Schedule(lr=a.lr, kind=a.schedule, min_lr=MIN_LR_FRACTION * a.lr),
+                            refresh_first=True, log_fields=LOG_FIELDS, name="adapt epoch")
+
+    def to_toml(self) -> str:
+        return to_toml(self.model_dump(mode="json", exclude_none=True))
 
 
 def _windows(hu: np.ndarray, pixel_spacing) -> np.ndarray:
@@ -305,12 +347,13 @@ def check_series(series: Series, *, neighbours: bool = True) -> None:
                          "the noise to remove with --noise-sd")
 
 
-def _saved_config(last: Path) -> dict:
+def _saved_run(last: Path) -> AdaptRun:
     """The config a run's checkpoint was saved with (its JSON side; the weights are loaded later)."""
     try:
-        return json.loads(model_paths(last)[1].read_text())["metadata"]["config"]
+        return AdaptRun.model_validate(json.loads(model_paths(last)[1].read_text())["metadata"]["config"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{model_paths(last)[1]}: not a readable adapt checkpoint ({exc})") from exc
+        reason = describe(exc) if isinstance(exc, ValidationError) else exc
+        raise UsageError(f"{model_paths(last)[1]}: not a readable adapt checkpoint ({reason})") from None
 
 
 def load_start_model(path) -> Denoiser:
@@ -393,17 +436,15 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise UsageError(f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
     stated = noise_sd is not None or dose_i0 is not None
-    saved = _saved_config(last) if resume else None
-    model_of_noise = None
-    if saved is not None and saved["adapt"].get("method") == RECORRUPTED:
-        before = saved["noise"]
-        if stated and (noise_sd != before.get("sd_hu") if noise_sd is not None else dose_i0 != before["i0"]):
-            was = f"--noise-sd {before['sd_hu']:g}" if before.get("sd_hu") is not None else f"--dose {before['i0']:g}"
-            raise UsageError(f"{run_dir} was started with {was}; resume it with the same (or no) noise option")
-        model_of_noise = NoiseModel(i0=before["i0"], sd_hu=before.get("sd_hu"), alpha=before.get("alpha", ALPHA))
+    saved = _saved_run(last) if resume else None
+    model_of_noise = saved.noise if saved is not None else None
+    if model_of_noise is not None and stated and (
+            noise_sd != model_of_noise.sd_hu if noise_sd is not None else dose_i0 != model_of_noise.i0):
+        raise UsageError(f"{run_dir} was started with {model_of_noise.option()}; resume it with the same (or no) "
+                         "noise option")
     method = RECORRUPTED if stated or model_of_noise is not None else METHOD
-    if saved is not None and saved["adapt"].get("method", METHOD) != method:
-        raise UsageError(f"{run_dir} was started with the {saved['adapt'].get('method', METHOD)} method; resume it "
+    if saved is not None and saved.adapt.method != method:
+        raise UsageError(f"{run_dir} was started with the {saved.adapt.method} method; resume it "
                          "with the same noise options or choose another --out")
     picked = select_series(Path(series_dir), series, neighbours=method == METHOD)
     den = load_start_model(from_model)
@@ -420,71 +461,55 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
     if method == RECORRUPTED and model_of_noise is None:
         model_of_noise = stated_noise(check_slices, picked.files[0].pixel_spacing, sd_hu=noise_sd, i0=dose_i0,
                                       rng=np.random.default_rng([seed, 7]))
-    config = {"adapt": {"method": method, "series_dir": str(series_dir), "series": _series_label(picked),
-                        "from_model": den.model_id, "minutes": minutes, "epochs": epochs, "seed": seed,
-                        "lr": LR if method == METHOD else LR_RECORRUPTED, "schedule": SCHEDULES[method],
-                        "steps_per_epoch": STEPS_PER_EPOCH},
-              "pairs": asdict(pcfg)}
-    if method == METHOD:
-        config["adapt"]["offsets"] = list(pcfg.offsets)
-    else:
-        config["noise"] = model_of_noise.to_dict()
+    config = AdaptRun(adapt=AdaptSettings(
+        method=method, series_dir=str(series_dir), series=_series_label(picked), from_model=den.model_id,
+        minutes=minutes, epochs=epochs, seed=seed, lr=LR if method == METHOD else LR_RECORRUPTED,
+        schedule=SCHEDULES[method], offsets=pcfg.offsets if method == METHOD else None), pairs=pcfg,
+        noise=model_of_noise)
     rng = np.random.default_rng(seed)
-    lr = config["adapt"]["lr"]
-    optimizer = Adam(den.model.parameters(), lr=lr)
-    epoch, step, seconds, rows = 0, 0, 0.0, []
+    optimizer = Adam(den.model.parameters(), lr=config.adapt.lr)
+    state = LoopState()
     if resume:
-        model, meta, opt_state = load_model(last)
-        den.model = model
-        lr = meta["config"]["adapt"].get("lr", LR)
-        meta["config"]["adapt"].setdefault("schedule", "constant")  # runs from before the schedule
-        optimizer = Adam(model.parameters(), lr=lr)
-        if opt_state is not None:
-            optimizer.load_state_dict(opt_state)
-        if meta["config"]["adapt"]["series"] != _series_label(picked):
+        try:
+            resumed = checkpoint.load(last)
+        except checkpoint.CheckpointError as exc:
+            raise UsageError(str(exc)) from None
+        if saved.adapt.series != _series_label(picked):
             raise UsageError(f"{run_dir} adapted to another series; resume it on that one or choose another --out")
-        rng.bit_generator.state = meta["rng_state"]
-        epoch, step, seconds = meta["epoch"], meta["step"], meta["seconds"]
-        start_meta, rows = meta["start_metadata"], meta["log"]
-        if not asked:  # continue to the budget the run was started with
-            minutes, epochs = meta["config"]["adapt"]["minutes"], meta["config"]["adapt"]["epochs"]
-        config = meta["config"]
-        config["adapt"].update(minutes=minutes, epochs=epochs)
+        den.model, state = resumed.model, resumed.state
+        optimizer = Adam(den.model.parameters(), lr=saved.adapt.lr)
+        if resumed.optimizer_state is not None:
+            optimizer.load_state_dict(resumed.optimizer_state)
+        rng.bit_generator.state = resumed.rng_state
+        start_meta = resumed.metadata["start_metadata"]
+        # without a new budget, continue to the one the run was started with
+        config = saved.with_budget(minutes, epochs) if asked else saved
     if model_of_noise is None:
-        pairs = NeighbourPairs(len(paths), read, den.window, pcfg, rng)
+        pairs = NeighbourPairs(len(paths), read, den.window, config.pairs, rng)
         val_pairs = _validation(len(paths), read, check_slices)
     else:
         noise = model_of_noise.realize(float(np.mean(picked.files[0].pixel_spacing)))
-        pairs = RecorruptedPairs(len(paths), read, noise, den.window, pcfg, rng, alpha=model_of_noise.alpha,
+        pairs = RecorruptedPairs(len(paths), read, noise, den.window, config.pairs, rng, alpha=model_of_noise.alpha,
                                  refresh=REFRESH)
         val_pairs = _validation(len(paths), read, check_slices, noise, model_of_noise.alpha)
     shown = read(len(paths) // 2)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.toml", to_toml({name: {k: v for k, v in table.items() if v is not None}
-                                                 for name, table in config.items()}))
-    budget = Budget(epochs=epochs) if epochs is not None else Budget(seconds=minutes * 60.0)
-    engine = adapt_engine(den.model, optimizer, pairs, budget, config["adapt"]["schedule"], lr,
-                          run_dir=run_dir, show_progress=show_progress)
-
-    def validate(state: LoopState) -> dict:
-        row = {"val_loss": _val_loss(den, val_pairs)}
-        if _frame_due(state.epoch):
-            save_progress_frame(run_dir, state.epoch, den(shown))
-        return row
+    write_text(run_dir / "config.toml", config.to_toml())
+    engine = Engine(den.model, optimizer, pairs, masked_mse_loss, config.engine_config(), run_dir=run_dir, rng=rng,
+                    show_progress=show_progress, to_device=lambda a: a)
 
     def end_epoch(state: LoopState, row: dict) -> bool:
-        save_model(last, den.model, optimizer=optimizer, metadata={
-            "kind": "ct-denoise adapt checkpoint", "normalization": den.window.to_dict(), "epoch": state.epoch,
-            "step": state.step, "seconds": state.seconds, "rng_state": rng.bit_generator.state, "config": config,
-            "log": state.rows, "start_metadata": start_meta})
         engine.say(f"epoch {state.epoch}: loss {row['train_loss']:.3e}  val loss {row['val_loss']:.3e}  "
                    f"{row['patches_per_s']:.0f} patches/s  {state.seconds / 60:.1f} min")
         return False
 
-    state = engine.run(LoopState(epoch, step, seconds, rows), EpochHooks(validate, end_epoch))
-    epoch, seconds, rows = state.epoch, state.seconds, state.rows
-    if rows and not (run_dir / "progress" / f"epoch_{rows[-1]['epoch']:04d}.npy").is_file():
-        save_progress_frame(run_dir, rows[-1]["epoch"], den(shown))  # the GIF ends on the model written
+    state = engine.run(state, EpochHooks(
+        validate=lambda state: {"val_loss": _val_loss(den, val_pairs)},
+        frame=lambda state, last: den(shown) if last or _frame_due(state.epoch) else None,
+        checkpoint=lambda state, row: {"normalization": den.window.to_dict(), "config": config.model_dump(mode="json"),
+                                       "start_metadata": start_meta},
+        end_epoch=end_epoch))
+    rows = state.rows
     _render(run_dir, rows, shown)
     spacing = picked.files[0].pixel_spacing
     check = noise_check(den, check_slices, spacing) if spacing else {"measured": False, "passed": True}
@@ -494,31 +519,20 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
             f"the adapted model raised the noise on the check slices (noise SD {check['noise_sd_hu_before']} -> "
             f"{check['noise_sd_hu_after']} HU, as qa measures it): model not written; --resume with more "
             f"--minutes{', or state a smaller --noise-sd' if method == RECORRUPTED else ''} (run folder {run_dir})")
-    metadata = _model_metadata(out, start_meta, config, picked, rows, seconds, seed)
+    metadata = _model_metadata(out, start_meta, config, picked, rows, state.seconds, config.adapt.seed)
     metadata["adaptation"]["check"] = check
     model_path = save_model(out, den.model, metadata=metadata)
-    return AdaptResult(model_path, run_dir, epoch, seconds, rows)
+    return AdaptResult(model_path, run_dir, state.epoch, state.seconds, rows)
 
 
-def learning_rate(schedule: str, lr: float, fraction: float) -> float:
-    """The rate at ``fraction`` of the budget: ``lr`` ("constant"), or a cosine decay from ``lr`` to
-    ``MIN_LR_FRACTION * lr`` ("cosine")."""
-    return lr if schedule == "constant" else cosine_decay(fraction, lr, MIN_LR_FRACTION * lr)
-
-
-def adapt_engine(model, optimizer, pairs, budget: Budget, schedule: str, lr: float, *, run_dir: Path | None = None,
-                 show_progress: bool = False) -> Engine:
-    """The training engine as ``adapt`` runs it: :data:`STEPS_PER_EPOCH` steps an epoch on ``pairs``
-    with the masked loss, the rate following ``schedule`` over the budget (steps or wall time), the
-    pairs renewed before every epoch but the run's first (also right after a resume)."""
-    def lr_at(step: int, seconds: float) -> float:
-        fraction = (step / (budget.epochs * STEPS_PER_EPOCH) if budget.epochs is not None
-                    else seconds / budget.seconds)
-        return learning_rate(schedule, lr, fraction)
-
-    return Engine(model, optimizer, pairs, masked_mse_loss, STEPS_PER_EPOCH, budget, lr_at, run_dir=run_dir,
-                  log_fields=LOG_FIELDS, label=lambda epoch: f"adapt epoch {epoch}", refresh_first=True,
-                  show_progress=show_progress, to_device=lambda a: a)
+def adapt_engine(model, optimizer, pairs, seconds: float, schedule: str, lr: float) -> Engine:
+    """The training engine as ``adapt`` runs it, for ``seconds`` of wall time with nothing written
+    (the benchmarks): :data:`STEPS_PER_EPOCH` steps an epoch on ``pairs`` with the masked loss, the
+    rate following ``schedule`` over the budget, the pairs renewed before every epoch but the first."""
+    return Engine(model, optimizer, pairs, masked_mse_loss, EngineConfig(
+        steps_per_epoch=STEPS_PER_EPOCH, seconds=seconds, schedule=Schedule(
+            lr=lr, kind=schedule, min_lr=MIN_LR_FRACTION * lr), refresh_first=True, log_fields=LOG_FIELDS,
+        name="adapt epoch"), show_progress=False, to_device=lambda a: a)
 
 
 def _render(run_dir: Path, rows: list[dict], shown: np.ndarray) -> None:
@@ -533,17 +547,13 @@ def _render(run_dir: Path, rows: list[dict], shown: np.ndarray) -> None:
     training_curves(rows, run_dir / "curves.png")
 
 
-def _model_metadata(out: Path, start: dict, config: dict, series: Series, rows: list[dict], seconds: float,
+def _model_metadata(out: Path, start: dict, config: AdaptRun, series: Series, rows: list[dict], seconds: float,
                     seed: int) -> dict:
-    adapt = config["adapt"]
-    method = adapt.get("method", METHOD)
-    noise = config.get("noise")
-    options = ""
+    adapt, noise = config.adapt, config.noise
+    options = "" if noise is None else f" {noise.option()}"
+    record = {"method": adapt.method, "description": DESCRIPTIONS[adapt.method]}
     if noise is not None:
-        options = f" --noise-sd {noise['sd_hu']:g}" if noise.get("sd_hu") is not None else f" --dose {noise['i0']:g}"
-    record = {"method": method, "description": DESCRIPTIONS[method]}
-    if noise is not None:
-        record["noise_model"] = noise
+        record["noise_model"] = noise.model_dump()
     return {
         "name": out.name,
         "kind": "ct-denoise model",
@@ -554,20 +564,20 @@ def _model_metadata(out: Path, start: dict, config: dict, series: Series, rows: 
         "adaptation": {
             **record,
             "series": series_record(series),
-            "from_model": adapt["from_model"],
+            "from_model": adapt.from_model,
             "epochs": rows[-1]["epoch"] if rows else 0,
             "steps": rows[-1]["step"] if rows else 0,
             "seconds": round(seconds, 1),
             "seed": seed,
-            "optimizer": {"kind": "adam", "lr": adapt["lr"], "schedule": adapt["schedule"]},
+            "optimizer": {"kind": "adam", "lr": adapt.lr, "schedule": adapt.schedule},
             "final_train_loss": rows[-1]["train_loss"] if rows else None,
             "final_val_loss": rows[-1]["val_loss"] if rows else None,
         },
         "adapted_from": {key: start.get(key) for key in ("name", "training", "validation", "reproduce")
                          if key in start},
         "reproduce": [f"ct-denoise adapt SERIES_DIR --out {out.name} --epochs {rows[-1]['epoch'] if rows else 0} "
-                      f"--seed {seed}{options}" + ("" if adapt["from_model"].startswith("default_ct@")
-                                                    else f" --from {adapt['from_model']}")],
+                      f"--seed {seed}{options}" + ("" if adapt.from_model.startswith("default_ct@")
+                                                    else f" --from {adapt.from_model}")],
     }
 
 

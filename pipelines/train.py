@@ -4,7 +4,7 @@ A run folder is self-describing and resumable::
 
     RUN/config.toml            the resolved config (every default filled in)
     RUN/log.csv, log.json      one row per epoch (loss, validation PSNR/SSIM, lr, speed)
-    RUN/checkpoints/last.*     weights + optimizer moments + step + RNG state, every epoch
+    RUN/checkpoints/last.*     weights + optimizer moments + step, seconds, RNG state and log, every epoch
     RUN/checkpoints/best.*     the best validation PSNR so far
     RUN/progress/epoch_*.npy   the fixed validation slice denoised after each epoch
     RUN/progress.gif           noisy | denoised at epoch k | clean, per epoch
@@ -16,8 +16,6 @@ half-written file, and ``resume=True`` continues from ``checkpoints/last``.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +32,13 @@ from denoise.nn import (
     SGD,
     Adam,
     ConvAutoencoder,
-    cosine_decay,
     l1_loss,
     load_model,
     mse_loss,
-    save_model,
 )
 from denoise.normalize import HUWindow
-from denoise.runs import PROJECT_ROOT, find_manifest, save_progress_frame
-from denoise.training import Budget, Engine, EpochHooks, LoopState
+from denoise.runs import PROJECT_ROOT, find_manifest
+from denoise.training import Engine, EngineConfig, EpochHooks, LoopState, Schedule, checkpoint
 from denoise.training_data import TrainingPatches, ValidationSet, load_slices, make_validation_set
 
 LOG_FIELDS = ("epoch", "step", "train_loss", "val_loss", "val_psnr", "val_ssim", "lr", "grad_norm",
@@ -62,13 +58,10 @@ class TrainResult:
     log: list[dict]
 
 
-def learning_rate(step: int, total_steps: int, cfg) -> float:
-    """Linear warm-up to ``cfg.lr``, then cosine decay to ``cfg.min_lr`` (or constant)."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return cfg.lr
-    return cosine_decay((step - cfg.warmup_steps) / max(total_steps - cfg.warmup_steps, 1), cfg.lr, cfg.min_lr)
+def schedule(cfg) -> Schedule:
+    """The optimizer config's rate: linear warm-up to ``cfg.lr``, then cosine decay to ``cfg.min_lr`` (or constant)."""
+    return Schedule(lr=cfg.lr, kind="constant" if cfg.schedule == "constant" else "cosine", min_lr=cfg.min_lr,
+                    warmup_steps=cfg.warmup_steps)
 
 
 def make_optimizer(model: ConvAutoencoder, cfg):
@@ -159,20 +152,6 @@ def render_progress(run_dir: Path, rows: list[dict], vset: ValidationSet, gif_in
         progress_gif(frames, run_dir / "progress.gif", window=cfg.report.display_window)
 
 
-def checkpoint_metadata(cfg: RunConfig, window: HUWindow, *, epoch: int, step: int, best: float,
-                        rng: np.random.Generator, val: dict) -> dict:
-    return {
-        "kind": "ct-denoise checkpoint",
-        "normalization": window.to_dict(),
-        "config": cfg.to_dict(),
-        "epoch": epoch,
-        "step": step,
-        "best_val_psnr": best,
-        "validation": val,
-        "rng_state": rng.bit_generator.state,
-    }
-
-
 def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, overrides: dict | None = None,
         resume: bool = False, show_progress: bool = True, on_epoch=None) -> TrainResult:
     """Train (or resume) a run; see the module docstring for what it writes."""
@@ -195,66 +174,59 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
     if cfg.training.init and not resume:
         warm_start(model, cfg)
     optimizer = make_optimizer(model, cfg.optimizer)
-    rows: list[dict] = []
-    start_epoch, step, best = 1, 0, -math.inf
+    state = LoopState()
     if resume:
-        model, meta, opt_state = load_model(run_dir / "checkpoints" / "last", device=cfg.training.device)
+        try:
+            saved = checkpoint.load(run_dir / "checkpoints" / "last", device=cfg.training.device)
+        except checkpoint.CheckpointError as exc:
+            raise RunFolderError(str(exc)) from None
+        model, state = saved.model, saved.state
         optimizer = make_optimizer(model, cfg.optimizer)
-        if opt_state is not None:
-            optimizer.load_state_dict(opt_state)
-        rng.bit_generator.state = meta["rng_state"]
-        start_epoch, step, best = meta["epoch"] + 1, meta["step"], meta["best_val_psnr"]
-        rows = resumed_log(run_dir, meta)
+        if saved.optimizer_state is not None:
+            optimizer.load_state_dict(saved.optimizer_state)
+        rng.bit_generator.state = saved.rng_state
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.toml", to_toml(cfg.to_dict()))
 
     patches = TrainingPatches(train_slices, window=window, noise=cfg.noise, patches=cfg.patches, rng=rng,
                               conditioned=model.in_channels > 1)
-    steps_per_epoch = cfg.patches.per_epoch // cfg.patches.batch_size
-    total_steps = steps_per_epoch * cfg.training.epochs
     engine = Engine(model, optimizer, _Supervised(patches, cfg.patches.batch_size),
-                    mse_loss if cfg.training.loss == "l2" else l1_loss, steps_per_epoch,
-                    Budget(epochs=cfg.training.epochs),
-                    lambda at, _seconds: learning_rate(at, total_steps, cfg.optimizer),
-                    grad_clip=cfg.optimizer.grad_clip or None, run_dir=run_dir, log_fields=LOG_FIELDS,
-                    label=lambda epoch: f"epoch {epoch}/{cfg.training.epochs}", show_progress=show_progress,
+                    mse_loss if cfg.training.loss == "l2" else l1_loss,
+                    EngineConfig(steps_per_epoch=cfg.patches.per_epoch // cfg.patches.batch_size,
+                                 epochs=cfg.training.epochs, schedule=schedule(cfg.optimizer),
+                                 grad_clip=cfg.optimizer.grad_clip or None, log_fields=LOG_FIELDS, best="val_psnr"),
+                    run_dir=run_dir, rng=rng, show_progress=show_progress,
                     to_device=array_module(cfg.training.device).asarray)
-    first_epoch = start_epoch
+    first_epoch = state.epoch + 1
     outputs: list = []
-    stale, stopped_early = epochs_since_best(rows), False
+    stale, stopped_early = epochs_since_best(state.rows), False
 
     def validate(state: LoopState) -> dict:
         val, outputs[:] = validate_model(model, vset, window, cfg.validation.window)
         return val
 
+    def fields(state: LoopState, row: dict) -> dict:
+        return {"normalization": window.to_dict(), "config": cfg.to_dict(), "best_val_psnr": state.best,
+                "validation": {k: row[k] for k in ("val_psnr", "val_ssim", "val_loss")}}
+
     def end_epoch(state: LoopState, row: dict) -> bool:
-        nonlocal best, stale, stopped_early
-        epoch = state.epoch
-        improved = row["val_psnr"] > best
-        best = max(best, row["val_psnr"])
-        val = {k: row[k] for k in ("val_psnr", "val_ssim", "val_loss")}
-        meta = checkpoint_metadata(cfg, window, epoch=epoch, step=state.step, best=best, rng=rng, val=val)
-        meta["log_row"] = row  # lets a resume rebuild the log if a kill lands between the writes
-        save_progress_frame(run_dir, epoch, outputs[gif_index])
-        if improved:
-            save_model(run_dir / "checkpoints" / "best", model, metadata=meta)
-        save_model(run_dir / "checkpoints" / "last", model, optimizer=optimizer, metadata=meta)
-        last_epoch = epoch == cfg.training.epochs
+        nonlocal stale, stopped_early
+        epoch, improved = state.epoch, state.improved
         stale = 0 if improved else stale + 1
-        stopping = bool(cfg.training.early_stopping and stale >= cfg.training.early_stopping)
-        render_progress(run_dir, state.rows, vset, gif_index, cfg,
-                        gif=epoch == first_epoch or epoch % GIF_EVERY == 0 or last_epoch or stopping)
+        stopped_early = bool(cfg.training.early_stopping and stale >= cfg.training.early_stopping)
+        render_progress(run_dir, state.rows, vset, gif_index, cfg, gif=epoch == first_epoch or epoch % GIF_EVERY == 0
+                        or epoch == cfg.training.epochs or stopped_early)
         engine.say(f"epoch {epoch}: loss {row['train_loss']:.3e}  val PSNR {row['val_psnr']:.2f} dB  "
                    f"SSIM {row['val_ssim']:.4f}  {row['patches_per_s']:.0f} patches/s"
                    + ("  (best)" if improved else ""))
         if on_epoch is not None:
             on_epoch(row)
-        stopped_early = stopping
-        return stopping
+        return stopped_early
 
-    state = engine.run(LoopState(epoch=start_epoch - 1, step=step, rows=rows), EpochHooks(validate, end_epoch))
+    state = engine.run(state, EpochHooks(validate, lambda state, last: outputs[gif_index] if outputs else None,
+                                         fields, end_epoch))
     rows = state.rows
-    return TrainResult(run_dir, rows[-1]["epoch"] if rows else 0, best, stopped_early, rows)
+    return TrainResult(run_dir, rows[-1]["epoch"] if rows else 0, state.best, stopped_early, rows)
 
 
 class _Supervised:
@@ -288,18 +260,6 @@ def warm_start(model: ConvAutoencoder, cfg: RunConfig) -> None:
         else:  # the first convolution: (k, k, channels in, out)
             p[...] = 0
             p[:, :, : source[name].shape[2], :] = source[name]
-
-
-def resumed_log(run_dir: Path, meta: dict) -> list[dict]:
-    """The log rows up to the checkpoint's epoch. The checkpoint carries its own
-    row, so a log that is missing or one row short (killed mid-save) is repaired."""
-    try:
-        rows = json.loads((run_dir / "log.json").read_text())
-    except (OSError, ValueError):
-        rows = []
-    if "log_row" not in meta:  # a checkpoint from before rows were stored in it
-        return [r for r in rows if isinstance(r, dict) and r.get("epoch", 0) <= meta["epoch"]]
-    return [r for r in rows if isinstance(r, dict) and r.get("epoch", 0) < meta["epoch"]] + [meta["log_row"]]
 
 
 def epochs_since_best(rows: list[dict]) -> int:

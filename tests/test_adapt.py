@@ -322,12 +322,28 @@ def test_adapt_with_a_stated_noise_writes_a_recorrupted_model(noisy_series, tmp_
     assert res.exit_code == 0 and "6 written" in res.output, res.output
 
 
-def test_learning_rate_schedules():
-    assert adapt_job.learning_rate("constant", 3e-4, 0.9) == 3e-4
-    lrs = [adapt_job.learning_rate("cosine", 6e-4, t) for t in np.linspace(-0.5, 1.5, 41)]
+def test_adapts_rate_decays_over_its_budget_to_one_percent():
+    cfg = adapt_job.AdaptRun(adapt=adapt_job.AdaptSettings(
+        method=adapt_job.RECORRUPTED, series_dir=".", series="x", from_model="m", minutes=2.0,
+        lr=6e-4, schedule="cosine"), pairs=PairConfig()).engine_config()
+    lrs = [cfg.rate(0, seconds) for seconds in np.linspace(-60, 180, 41)]  # a 2-minute budget
     assert lrs[0] == lrs[10] == pytest.approx(6e-4) and lrs[30] == lrs[40] == pytest.approx(6e-6)
     assert lrs[20] == pytest.approx(0.5 * (6e-4 + 6e-6))
     assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    constant = adapt_job.AdaptRun(adapt=adapt_job.AdaptSettings(series_dir=".", series="x", from_model="m",
+                                                                epochs=4, lr=3e-4), pairs=PairConfig())
+    assert constant.engine_config().rate(90, 0.0) == 3e-4
+
+
+def test_a_saved_run_config_that_does_not_validate_is_refused_in_one_line(tmp_path):
+    from denoise.batch import UsageError
+    from denoise.nn import ConvAutoencoder, save_model
+
+    model = ConvAutoencoder({"channels": [4, 8]}, np.random.default_rng(0))
+    save_model(tmp_path / "last", model, metadata={"config": {"adapt": {"series": "x"}, "pairs": {}}})
+    with pytest.raises(UsageError, match="not a readable adapt checkpoint") as err:
+        adapt_job._saved_run(tmp_path / "last")
+    assert "\n" not in str(err.value) and "adapt.series_dir" in str(err.value)
 
 
 def test_thick_slices_need_a_stated_noise(tmp_path):

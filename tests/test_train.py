@@ -14,6 +14,7 @@ from denoise.config import ConfigError, config_from_dict, load_config, to_toml
 from denoise.nn import ConvAutoencoder, load_model, save_model
 from denoise.normalize import HUWindow
 from denoise.patches import PatchSource, augment, gaussian_batch, hard_edge_batch
+from denoise.training import EngineConfig
 from pipelines import train as train_job
 from tests.factory import PATIENT_ID, PATIENT_NAME, write_config
 
@@ -102,9 +103,10 @@ def test_warm_start_copies_weights_and_refuses_another_architecture(tmp_path):
         train_job.warm_start(ConvAutoencoder(other.model, np.random.default_rng(6)), other)
 
 
-def test_learning_rate_schedule():
+def test_trains_rate_warms_up_then_decays_over_its_steps():
     cfg = load_config.__globals__["OptimizerConfig"](lr=1e-3, min_lr=1e-5, warmup_steps=10)
-    lrs = [train_job.learning_rate(s, 110, cfg) for s in range(111)]
+    engine = EngineConfig(steps_per_epoch=11, epochs=10, schedule=train_job.schedule(cfg))
+    lrs = [engine.rate(s, 0.0) for s in range(111)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert lrs[60] == pytest.approx(0.5 * (1e-3 + 1e-5)) and lrs[110] == pytest.approx(1e-5)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
