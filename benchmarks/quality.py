@@ -283,7 +283,7 @@ def main() -> None:
 
     denoiser = Denoiser.load(args.model, ensemble=args.ensemble)
     denoisers = {"model": denoiser}
-    methods = ["model"] + (["model_sigma"] if denoiser.model.in_channels > 1 else [])
+    methods = ["model"] + (["model_sigma"] if denoiser.model.conditioned else [])
     methods += [m for m in ("nlm", "tv", "wavelet", "bm3d") if m in available_baselines()
                 and not (m == "bm3d" and args.no_bm3d)]
     if "bm3d" in methods:

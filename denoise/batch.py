@@ -36,6 +36,7 @@ from denoise.dicom.identity import Derivation, expected_sop_uid
 from denoise.dicom.pixels import load_ct
 from denoise.dicom.scan import CTFile, ScanResult, SkipFile, inspect_file, scan
 from denoise.dicom.write import derive_dataset, output_path, write_atomic
+from denoise.neighbours import neighbourhood
 from denoise.text import one_line
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
@@ -46,7 +47,10 @@ class Transform(Protocol):
 
     A transform whose output depends on a per-file input besides the pixels
     and the derivation (e.g. a noise stream) names it in ``uid_entropy(source)``,
-    which goes into the output's SOP Instance UID.
+    which goes into the output's SOP Instance UID. One that takes a slice's
+    neighbours (a 2.5-D model) says how many on each side in ``context``; it
+    is then called with ``neighbours=`` (:meth:`denoise.inference.Denoiser.stack`)
+    where the series has them.
     """
 
     derivation: Derivation
@@ -117,6 +121,7 @@ class UsageError(ValueError):
 class FileJob:
     source: CTFile
     output: Path
+    neighbours: tuple[Path | None, ...] = ()  # denoise.neighbours.Neighbourhood.paths of the slice
 
 
 def check_paths(input_path: Path, output_root: Path) -> None:
@@ -164,9 +169,10 @@ def plan(result: ScanResult, output_root: Path) -> tuple[list[FileJob], list[Fil
         status = "failed" if skipped.bad else "ignored"
         outcomes.append(FileOutcome(str(skipped.relpath), status, skipped.reason))
     for series in result.series:
+        around = neighbourhood(series).paths
         for ct in series.files:
             try:
-                jobs.append(FileJob(ct, output_path(output_root, ct.relpath)))
+                jobs.append(FileJob(ct, output_path(output_root, ct.relpath), around.get(ct.path, ())))
             except ValueError as exc:
                 outcomes.append(FileOutcome(str(ct.relpath), "failed", str(exc)))
     return jobs, outcomes
@@ -185,6 +191,19 @@ def is_done(job: FileJob, expected_uid: str) -> bool:
     return found.sop_uid == expected_uid
 
 
+def read_neighbours(paths: tuple[Path | None, ...], n: int) -> list[np.ndarray | None]:
+    """The ``n`` nearest neighbour slices on each side (HU) of a job's ``neighbours``; one that
+    cannot be read is None (the slice stands in for it), so a bad neighbour never fails a file."""
+    span = len(paths) // 2
+    out = []
+    for path in paths[span - n:span + n]:
+        try:
+            out.append(None if path is None else load_ct(path).hu[0])
+        except Exception:  # noqa: BLE001 - its own job reports what is wrong with that file
+            out.append(None)
+    return out
+
+
 def process_file(job: FileJob, transform: Transform, *, force: bool) -> FileOutcome:
     """Run one job; never raises for a problem with this file."""
     rel = str(job.source.relpath)
@@ -197,7 +216,11 @@ def process_file(job: FileJob, transform: Transform, *, force: bool) -> FileOutc
                 return FileOutcome(rel, "exists", seconds=time.perf_counter() - t0)
             return FileOutcome(rel, "failed", f"output {job.output} exists and is not this "
                                "operation's result; use --force to overwrite it", time.perf_counter() - t0)
-        hu = transform(image.hu, job.source)
+        context = getattr(transform, "context", 0)
+        if context and job.neighbours:
+            hu = transform(image.hu, job.source, neighbours=read_neighbours(job.neighbours, context))
+        else:
+            hu = transform(image.hu, job.source)
         if hu.shape != image.hu.shape:
             raise ValueError(f"operation changed the image shape {image.hu.shape} -> {hu.shape}")
         ds = derive_dataset(image.dataset, hu, image.rescales, transform.derivation,

@@ -60,11 +60,12 @@ def strength_name(value: float) -> str:
 
 
 def network_input(x, level=None, *, known=None):
-    """The conditioned network's input for images ``x`` (N, H, W, 1).
+    """The conditioned network's input for images ``x`` (N, H, W, 1 + 2n).
 
     Parameters
     ----------
-    x : (N, H, W, 1) array, model space
+    x : (N, H, W, 1 + 2n) array, model space
+        The image, then its ``n`` neighbour slices on each side (2.5-D models).
     level : float or (N,) array, optional
         SD of the noise to remove, model units; None: blind for every image.
     known : (N,) bool array, optional
@@ -73,7 +74,8 @@ def network_input(x, level=None, *, known=None):
 
     Returns
     -------
-    (N, H, W, 3) array of ``x``'s dtype and array module.
+    (N, H, W, 3 + 2n) array of ``x``'s dtype and array module: the image, the
+    level and flag maps, the neighbours.
     """
     n, h, w, _ = x.shape
     xp = np if isinstance(x, np.ndarray) else _module(x)
@@ -86,7 +88,7 @@ def network_input(x, level=None, *, known=None):
                 else xp.asarray(known, dtype=x.dtype).reshape(n))
         value = value * flag * x.dtype.type(LEVEL_SCALE)
     maps = xp.broadcast_to(xp.stack([value, flag], axis=1)[:, None, None, :], (n, h, w, 2))
-    return xp.concatenate([x, maps.astype(x.dtype)], axis=3)
+    return xp.concatenate([x[..., :1], maps.astype(x.dtype), x[..., 1:]], axis=3)
 
 
 LIMIT_FACTOR = 1.3  # a given level's local removal may exceed it by this much (noise fluctuates)
@@ -126,9 +128,9 @@ def limit_correction(correction: np.ndarray, level: float, *, factor: float = LI
 
 
 def blind_input(model, x):
-    """``x`` (N, H, W, 1) as ``model`` takes it with no level given: itself
-    for a plain model, with blind level maps for a conditioned one."""
-    return network_input(x) if model.in_channels > 1 else x
+    """``x`` (N, H, W, 1 + 2n) as ``model`` takes it with no level given:
+    itself for a plain model, with blind level maps for a conditioned one."""
+    return network_input(x) if model.conditioned else x
 
 
 def _module(x):

@@ -48,6 +48,8 @@ def derivation_for(denoiser: Denoiser) -> Derivation:
     """What was done, from the loaded denoiser's own settings (model, tiling, views, strength, noise level)."""
     tile, overlap = denoiser.tile, denoiser.overlap
     how = "whole slice" if tile is None else f"tiles {tile} px, overlap {overlap:g}"
+    n = denoiser.model.neighbours
+    how += f", with {n} neighbour slice(s) on each side where the series allows" if n else ""
     how += f", mean of {denoiser.ensemble} flipped views" if denoiser.ensemble > 1 else ""
     level = ("noise SD judged by the network" if denoiser.noise_sd_hu is None
              else f"noise SD {denoiser.noise_sd_hu:g} HU given")
@@ -68,8 +70,13 @@ class DenoiseTransform:
     denoiser: Denoiser
     derivation: Derivation
 
-    def __call__(self, hu: np.ndarray, source: CTFile) -> np.ndarray:
-        return self.denoiser.frames(hu)
+    @property
+    def context(self) -> int:
+        """Neighbour slices on each side the model takes (0: 2-D)."""
+        return self.denoiser.model.neighbours
+
+    def __call__(self, hu: np.ndarray, source: CTFile, neighbours=None) -> np.ndarray:
+        return self.denoiser.frames(hu, neighbours)
 
 
 @dataclass(frozen=True)

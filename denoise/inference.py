@@ -34,16 +34,23 @@ BUNDLED_MODEL = Path(__file__).resolve().parent / "models" / "default_ct"
 MAX_WHOLE_PIXELS = 1024 * 1024
 AUTO_TILE = 512
 DEFAULT_ENSEMBLE = 2  # 4 views cost 0.83 s per 512x512 slice on a 2-core Xeon: over the 0.6 s target
-# (view, its inverse) on 2-D arrays: identity, the three flips, then the four transposed ones.
+
+
+def _t(a):
+    """The transpose of the first two axes (rows, columns; channels stay last)."""
+    return np.swapaxes(a, 0, 1)
+
+
+# (view, its inverse) on (H, W) or (H, W, C) arrays: identity, the three flips, then the four transposed ones.
 VIEWS = (
     (lambda a: a, lambda a: a),
     (lambda a: a[:, ::-1], lambda a: a[:, ::-1]),
     (lambda a: a[::-1], lambda a: a[::-1]),
     (lambda a: a[::-1, ::-1], lambda a: a[::-1, ::-1]),
-    (lambda a: a.T, lambda a: a.T),
-    (lambda a: a.T[:, ::-1], lambda a: a[:, ::-1].T),
-    (lambda a: a.T[::-1], lambda a: a[::-1].T),
-    (lambda a: a.T[::-1, ::-1], lambda a: a[::-1, ::-1].T),
+    (_t, _t),
+    (lambda a: _t(a)[:, ::-1], lambda a: _t(a[:, ::-1])),
+    (lambda a: _t(a)[::-1], lambda a: _t(a[::-1])),
+    (lambda a: _t(a)[::-1, ::-1], lambda a: _t(a[::-1, ::-1])),
 )
 ENSEMBLE_SIZES = (1, 2, 4, 8)
 def check_ensemble(views: int) -> int:
@@ -54,7 +61,7 @@ def check_ensemble(views: int) -> int:
 
 def self_ensemble(predict, x: np.ndarray, views: int, *, threads: int = 1) -> np.ndarray:
     """Mean of ``inverse(predict(view(x)))`` over the first ``views`` of :data:`VIEWS`
-    (``predict``: 2-D array -> same shape, safe to call from several threads
+    (``predict``: (H, W) or (H, W, C) array -> (H, W), safe to call from several threads
     when ``threads`` > 1: the views are then dealt round-robin to that many
     worker threads)."""
     check_ensemble(views)
@@ -85,13 +92,13 @@ def blend_weights(tile: int) -> np.ndarray:
 
 
 def tiled(predict, x: np.ndarray, *, tile: int, overlap: float, batch: int = 4) -> np.ndarray:
-    """Apply ``predict`` ((N, t, t, 1) -> same) over overlapping tiles of a
-    2-D array ``x`` and blend the tiles with Gaussian weights."""
+    """Apply ``predict`` ((N, t, t, C) -> (N, t, t, 1)) over overlapping tiles of
+    ``x`` ((H, W) or (H, W, C)) and blend the tiles with Gaussian weights; (H, W)."""
     if tile < 8:
         raise ValueError(f"--tile must be >= 8 pixels, got {tile}")
     if not 0 <= overlap < 1:
         raise ValueError(f"--overlap must be in [0, 1), got {overlap}")
-    h, w = x.shape
+    h, w = x.shape[:2]
     th, tw = min(tile, h), min(tile, w)
     stride_h = max(1, int(round(th * (1 - overlap))))
     stride_w = max(1, int(round(tw * (1 - overlap))))
@@ -101,7 +108,8 @@ def tiled(predict, x: np.ndarray, *, tile: int, overlap: float, batch: int = 4) 
     norm = np.zeros((h, w), np.float32)
     for i in range(0, len(corners), batch):
         group = corners[i:i + batch]
-        tiles = np.stack([x[r:r + th, c:c + tw] for r, c in group])[..., None]
+        tiles = np.stack([x[r:r + th, c:c + tw] for r, c in group])
+        tiles = tiles[..., None] if tiles.ndim == 3 else tiles
         out = to_numpy(predict(tiles))[..., 0]
         for (r, c), t in zip(group, out, strict=True):
             acc[r:r + th, c:c + tw] += t * weight
@@ -145,41 +153,69 @@ class Denoiser:
             raise ModelFileError(f"{npz}: metadata has no valid 'normalization' ({exc})") from exc
         if tile is not None and tile < 8:
             raise ValueError(f"--tile must be >= 8 pixels, got {tile}")
-        if noise_sd_hu is not None and model.in_channels == 1:
+        if noise_sd_hu is not None and not model.conditioned:
             raise ValueError(f"--noise-sd needs a model with a noise-level input; {npz} has none "
                              "(architecture noise_level_input = false)")
         return cls(model, window, metadata, f"{npz.stem}@{sha256_file(npz)[:16]}", tile, overlap, ensemble,
                    strength, noise_sd_hu)
 
     def network_input(self, x):
-        """Model-space images (N, H, W, 1) as the network takes them (with the level maps if conditioned)."""
-        if self.model.in_channels == 1:
+        """Model-space images (N, H, W, 1 + 2n) as the network takes them (with the level maps if conditioned)."""
+        if not self.model.conditioned:
             return x
         level = None if self.noise_sd_hu is None else self.window.sigma_to_model(self.noise_sd_hu)
         return network_input(x, level)
 
-    def __call__(self, hu: np.ndarray) -> np.ndarray:
-        """Denoise one (H, W) slice in HU; returns float32 HU."""
-        x = self.window.to_model(hu)
+    def stack(self, hu: np.ndarray, neighbours=None) -> np.ndarray:
+        """The slice and the neighbours the model takes, (H, W, 1 + 2n) HU: ``neighbours`` in
+        slice order without the slice itself (k-n .. k-1, k+1 .. k+n); None where one is missing
+        (the slice itself stands in for it: 2-D)."""
+        n = self.model.neighbours
+        if n == 0:
+            return hu[..., None]
+        given = [None] * (2 * n) if neighbours is None else list(neighbours)
+        if len(given) != 2 * n:
+            raise ValueError(f"the model takes {n} neighbour slice(s) on each side: give {2 * n}, got {len(given)}")
+        for other in given:
+            if other is not None and np.shape(other) != hu.shape:
+                raise ValueError(f"a neighbour slice is {np.shape(other)}, the slice {hu.shape}: not of one series")
+        return np.stack([hu, *(hu if other is None else other for other in given)], axis=-1)
+
+    def __call__(self, hu: np.ndarray, neighbours=None) -> np.ndarray:
+        """Denoise one (H, W) slice in HU; returns float32 HU. A 2.5-D model also takes the
+        ``neighbours`` of :meth:`stack`; without them it denoises the slice alone."""
+        x = self.window.to_model(self.stack(np.asarray(hu, np.float32), neighbours))
         tile = self.tile
-        if tile is None and x.size > MAX_WHOLE_PIXELS:
+        if tile is None and x[..., 0].size > MAX_WHOLE_PIXELS:
             tile = AUTO_TILE
         if tile is not None and (tile < x.shape[0] or tile < x.shape[1]):
             def predict(c):
                 return tiled(lambda t: self.model.predict(self.network_input(t)), c, tile=tile, overlap=self.overlap)
         else:
             def predict(c):
-                return to_numpy(self.model.predict(self.network_input(c[None, ..., None])))[0, ..., 0]
+                return to_numpy(self.model.predict(self.network_input(c[None])))[0, ..., 0]
         # model.predict caches nothing (cache=False), so the views can share the model.
         on_host = get_array_module(next(iter(self.model.parameters().values()))) is np
         threads = get_num_threads() if on_host else 1
-        y = self.window.apply(lambda c: self_ensemble(predict, c, self.ensemble, threads=threads), x)
+        clipped = self.window.clip(x)  # as HUWindow.apply, with the neighbours as context only
+        y = x[..., 0] + (self_ensemble(predict, clipped, self.ensemble, threads=threads) - clipped[..., 0])
+        x = x[..., 0]
         if self.noise_sd_hu is not None:  # a stated level: never remove more than that
             y = x - limit_correction(x - y, self.window.sigma_to_model(self.noise_sd_hu))
         if self.strength != 1.0:
             y = x + np.float32(self.strength) * (y - x)
         return self.window.to_hu(y)
 
-    def frames(self, hu: np.ndarray) -> np.ndarray:
-        """Denoise a (frames, H, W) stack frame by frame."""
+    def frames(self, hu: np.ndarray, neighbours=None) -> np.ndarray:
+        """Denoise a (frames, H, W) stack frame by frame (the frames of one file, each alone); a
+        single frame may have its ``neighbours`` (:meth:`stack`)."""
+        if neighbours is not None and len(hu) == 1:
+            return self(hu[0], neighbours)[None]
         return np.stack([self(frame) for frame in hu])
+
+    def volume(self, hu: np.ndarray) -> np.ndarray:
+        """Denoise a (Z, H, W) volume of evenly spaced slices, each with its neighbours in the
+        volume (2.5-D models; at the ends the slice itself stands in for a missing one)."""
+        n, z = self.model.neighbours, len(hu)
+        around = [k for k in range(-n, n + 1) if k]
+        return np.stack([self(hu[k], [hu[k + d] if 0 <= k + d < z else None for d in around]) for k in range(z)])

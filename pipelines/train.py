@@ -36,6 +36,7 @@ from denoise.nn import (
     load_model,
     mse_loss,
 )
+from denoise.nn.model import channel_roles
 from denoise.normalize import HUWindow
 from denoise.runs import PROJECT_ROOT, find_manifest
 from denoise.training import Engine, EngineConfig, EpochHooks, LoopState, Schedule, checkpoint
@@ -189,7 +190,7 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
     write_text(run_dir / "config.toml", to_toml(cfg.to_dict()))
 
     patches = TrainingPatches(train_slices, window=window, noise=cfg.noise, patches=cfg.patches, rng=rng,
-                              conditioned=model.in_channels > 1)
+                              conditioned=model.conditioned)
     engine = Engine(model, optimizer, _Supervised(patches, cfg.patches.batch_size),
                     mse_loss if cfg.training.loss == "l2" else l1_loss,
                     EngineConfig(steps_per_epoch=cfg.patches.per_epoch // cfg.patches.batch_size,
@@ -245,21 +246,26 @@ class _Supervised:
 def warm_start(model: ConvAutoencoder, cfg: RunConfig) -> None:
     """Copy the weights of the saved model ``cfg.training.init`` into ``model``
     (its optimizer state is not used). The architecture must be the same, or
-    differ only in gaining the noise-level input: then the first convolution's
-    weights for the new input channels start at zero, so the warm-started model
-    first computes exactly what the saved one did, whatever the level."""
+    differ only in gaining inputs (the noise-level maps, neighbour slices):
+    then the first convolution's weights for the new input channels start at
+    zero, so the warm-started model first computes exactly what the saved one
+    did, whatever the level or the neighbours."""
     init, _, _ = load_model(cfg.training.init, device=cfg.training.device)
-    gains_level = {**init.config, "noise_level_input": True} == model.config and not init.config["noise_level_input"]
-    if init.config != model.config and not gains_level:
+    inputs = ("noise_level_input", "neighbour_slices")
+    old, new = channel_roles(init.config), channel_roles(model.config)
+    same_net = {k: v for k, v in init.config.items() if k not in inputs} == {
+        k: v for k, v in model.config.items() if k not in inputs}
+    if not (same_net and set(old) <= set(new)):
         raise ConfigError(f"training.init {cfg.training.init}: its architecture {init.config} "
                           f"differs from [model] {model.config}")
     source = init.parameters()
     for name, p in model.parameters().items():
         if p.shape == source[name].shape:
             p[...] = source[name]
-        else:  # the first convolution: (k, k, channels in, out)
+        else:  # the first convolution: (k, k, channels in, out); each old input keeps its weights
             p[...] = 0
-            p[:, :, : source[name].shape[2], :] = source[name]
+            for k, role in enumerate(old):
+                p[:, :, new.index(role), :] = source[name][:, :, k, :]
 
 
 def epochs_since_best(rows: list[dict]) -> int:

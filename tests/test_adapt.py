@@ -56,7 +56,7 @@ def test_masked_loss_known_answer_and_gradient():
 
 
 class _Plain:
-    in_channels = 1
+    in_channels, conditioned, neighbours = 1, False, 0
 
 
 def test_pairs_are_neighbours_and_memory_stays_bounded():

@@ -68,6 +68,7 @@ class CTFile:
     frame_of_reference_uid: str
     normal: tuple[float, float, float] | None
     source_sop_uid: str = ""  # first SourceImageSequence reference (derived images)
+    slice_thickness: float | None = None  # SliceThickness, mm (reconstructed thickness, not the spacing)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,12 @@ class Series:
         if len(pos) < 2:
             return None
         return float(np.median(np.abs(np.diff(pos))))
+
+    @property
+    def slice_thickness(self) -> float | None:
+        """Median reconstructed slice thickness (mm), where the files state it."""
+        values = [f.slice_thickness for f in self.files if f.slice_thickness is not None]
+        return float(np.median(values)) if values else None
 
 
 @dataclass
@@ -344,7 +351,17 @@ def _describe(ds: Dataset, path: Path, relpath: PurePosixPath) -> CTFile:
         frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
         normal=tuple(float(v) for v in normal) if normal is not None else None,
         source_sop_uid=_first_source_sop(ds),
+        slice_thickness=_positive(ds.get("SliceThickness")),
     )
+
+
+def _positive(value) -> float | None:
+    """A positive finite number from a DS value, else None (absent, empty or malformed)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
 
 
 def _syntax_label(tsyntax) -> str:

@@ -1,9 +1,10 @@
 """Convolutional autoencoder for CT denoising: Encoder + Decoder built from an architecture dict.
 
-The input is (N, H, W, C) in model space (:mod:`denoise.normalize`): C = 1,
-the image alone, or C = 3 when the architecture has ``noise_level_input``
-(the image, the noise level and the level-given flag of
-:mod:`denoise.conditioning`). The output is (N, H, W, 1). With ``residual``
+The input is (N, H, W, C) in model space (:mod:`denoise.normalize`): channel 0
+is the image; with ``noise_level_input`` the noise level and the level-given
+flag of :mod:`denoise.conditioning` follow; with ``neighbour_slices`` = n the
+n slices before and the n after it come last (2.5-D: the slice's neighbours
+share its anatomy but not its noise). The output is (N, H, W, 1). With ``residual``
 the decoder predicts the noise and the model returns the image channel minus
 it (RED-CNN / DnCNN), so values outside the window pass through unchanged up
 to the predicted noise.
@@ -40,7 +41,10 @@ DEFAULT_ARCH = {
     # Three input channels (image, noise level, level-given flag; see denoise.conditioning)
     # instead of the image alone.
     "noise_level_input": False,
+    # Slices on each side of the one denoised, as input channels after the others (0: 2-D).
+    "neighbour_slices": 0,
 }
+MAX_NEIGHBOUR_SLICES = 2
 
 _CHOICES = {
     "padding": PADDING_MODES,
@@ -78,14 +82,25 @@ def validate_config(config: dict) -> dict:
     for key in ("residual", "noise_level_input"):
         if not isinstance(cfg[key], bool):
             raise ValueError(f"'{key}' must be true or false, got {cfg[key]!r}")
+    n = cfg["neighbour_slices"]
+    if not (isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_NEIGHBOUR_SLICES):
+        raise ValueError(f"'neighbour_slices' must be an integer 0..{MAX_NEIGHBOUR_SLICES}, got {n!r}")
     return cfg
 
 
 def input_channels(config: dict) -> int:
-    """Channels of the network's input: the image, plus the noise-level maps if conditioned."""
+    """Channels of the network's input: the image, the noise-level maps if conditioned, the neighbours."""
     from denoise.conditioning import CHANNELS
 
-    return CHANNELS if config.get("noise_level_input") else 1
+    return (CHANNELS if config.get("noise_level_input") else 1) + 2 * config.get("neighbour_slices", 0)
+
+
+def channel_roles(config: dict) -> list[str]:
+    """What each input channel holds: ``image``, ``level``, ``flag``, then the neighbours by
+    their offset (``-1``, ``+1`` ...), so weights can follow a channel when the input grows."""
+    n = config.get("neighbour_slices", 0)
+    return (["image"] + (["level", "flag"] if config.get("noise_level_input") else [])
+            + [f"{d:+d}" for d in range(-n, n + 1) if d])
 
 
 class Sequential:
@@ -247,6 +262,8 @@ class ConvAutoencoder:
         self.decoder = Decoder(build)
         self.multiple = 2 ** (len(self.config["channels"]) - 1)
         self.in_channels = input_channels(self.config)
+        self.conditioned = self.config["noise_level_input"]  # takes the noise-level maps
+        self.neighbours = self.config["neighbour_slices"]  # slices on each side it takes (0: 2-D)
 
     def named_layers(self):
         yield from self.encoder.named_layers()
@@ -267,7 +284,7 @@ class ConvAutoencoder:
         c = self.in_channels
         if x.ndim != 4 or x.shape[3] != c:
             hint = ("add axes with x[None, ..., None]" if c == 1 else
-                    "build it with denoise.conditioning.network_input")
+                    "build it with denoise.conditioning.network_input from the image and its neighbours")
             raise ValueError(f"model input must be (N, H, W, {c}), got shape {x.shape}; {hint}")
         h, w, m = x.shape[1], x.shape[2], self.multiple
         if need_multiple and (h % m or w % m):

@@ -18,6 +18,8 @@ GRAD_CONFIGS = [
     {"skip": "add", "residual": True, "activation": "arctan", "down": "strided_conv", "kernel_size": 5},
     {"skip": "concat", "residual": True, "noise_level_input": True},
     {"skip": "concat", "residual": False, "noise_level_input": True},
+    {"skip": "concat", "residual": True, "neighbour_slices": 1},
+    {"skip": "concat", "residual": True, "noise_level_input": True, "neighbour_slices": 2},
 ]
 
 
