@@ -12,22 +12,19 @@ Exit codes (all commands):
 
 from __future__ import annotations
 
-import logging
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from typer import Argument as Arg
 from typer import Option as Opt
 
-from denoise import summaries
+from denoise import summaries, terminal
 from denoise.backend import DeviceError
-from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError, check_paths
+from denoise.batch import EXIT_NOTHING, EXIT_PARTIAL, UsageError
 from denoise.node.admit import DEFAULT_MAX_PIXELS
-from denoise.terminal import batch_progress, configure_logging, err, guarded, present, show, to_stdout, version_text
+from denoise.terminal import batch_progress, finish, present, refused, show
 
 app = typer.Typer(
     help="Denoise CT DICOM with a NumPy convolutional autoencoder.\n\n"
@@ -39,47 +36,21 @@ app = typer.Typer(
 )
 
 
-def _show_version(value: bool) -> None:
-    if value:
-        typer.echo(version_text())
-        raise typer.Exit(EXIT_OK)
-
-
 @app.callback()
 def main(
-    version: Annotated[bool, Opt("--version", callback=_show_version, is_eager=True,
+    version: Annotated[bool, Opt("--version", callback=terminal.show_version, is_eager=True,
                                  help="Print the version and the bundled model's id, then exit.")] = False,
     verbose: Annotated[bool, Opt("-v", "--verbose", help="Log more: DEBUG records, pydicom's warnings per file, "
                                  "tracebacks of internal errors.")] = False,
     quiet: Annotated[bool, Opt("-q", "--quiet", help="Log only warnings and errors.")] = False,
 ):
     """Denoise CT DICOM with a NumPy convolutional autoencoder."""
-    configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    terminal.configure_logging(verbose=verbose, quiet=quiet)
 
 
 def run() -> None:
     """The console entry point (``ct-denoise``, ``python -m denoise``)."""
-    guarded(app)
-
-
-def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
-    return typer.Exit(code)
-
-
-@contextmanager
-def refused(*errors: type[BaseException], code: int = EXIT_USAGE):
-    """The job's refusals (``errors``) end the command: one line on stderr, exit ``code``."""
-    try:
-        yield
-    except errors as exc:
-        raise fail(str(exc), code) from exc
-
-
-def finish(json_out: Path | None, printout: summaries.Printout, nothing: str = "") -> typer.Exit:
-    """Print what the job returned, write its JSON; the exit to raise (``nothing``: the error when there was none)."""
-    present(printout, json_out)
-    return fail(nothing, EXIT_NOTHING) if nothing and printout.code == EXIT_NOTHING else typer.Exit(printout.code)
+    terminal.guarded(app)
 
 
 Device = StrEnum("Device", ["cpu", "gpu"])
@@ -132,19 +103,17 @@ def noise(
     """Write noisy copies of CT files as a derived DICOM series (Gaussian --sigma or low-dose --dose)."""
     from pipelines import noise as job
 
-    codes, results = [], {}
-    if clean_out is not None:  # the second run's folder is checked before the first run writes anything
-        with refused(UsageError):
-            check_paths(input, clean_out)
-    for target, clean in [(output, False)] + ([(clean_out, True)] if clean_out is not None else []):
-        with refused(UsageError, ValueError), batch_progress("reference" if clean else "noise") as (plan, outcome):
-            report = job.run(input, target, sigma_hu=sigma, i0=dose, seed=seed, n_views=views, clean=clean,
-                             force=force, workers=workers, on_scan=plan.scan, on_plan=plan, on_outcome=outcome,
-                             allow_non_hu=allow_non_hu)
-        present(printout := summaries.batch(report), json_out, with_json=False)
-        codes.append(printout.code)
-        results["clean" if clean else "noisy"] = printout.data
-    raise finish(json_out, summaries.Printout([], {"command": "noise", "exit_code": max(codes), **results}, max(codes)))
+    with refused(UsageError):
+        targets = job.targets(input, output, clean_out)
+    reports = {}
+    for name, target in targets.items():
+        label = "reference" if name == "clean" else "noise"
+        with refused(UsageError, ValueError), batch_progress(label) as (plan, outcome):
+            reports[name] = job.run(input, target, sigma_hu=sigma, i0=dose, seed=seed, n_views=views,
+                                    clean=name == "clean", force=force, workers=workers, on_scan=plan.scan,
+                                    on_plan=plan, on_outcome=outcome, allow_non_hu=allow_non_hu)
+        present(summaries.batch(reports[name]), json_out, with_json=False)
+    raise finish(json_out, summaries.noise(reports))
 
 
 @app.command()
@@ -170,11 +139,11 @@ def denoise(
     """Denoise CT DICOM with the NumPy autoencoder; writes one derived series per input series."""
     from pipelines import denoise_folder as job
 
-    if dask is not None and dask != "local":
-        raise fail(f"--dask takes 'local' (a cluster on this machine); use --scheduler tcp://HOST:PORT, got {dask!r}")
+    with refused(UsageError):
+        scheduler = job.scheduler_address(scheduler, dask)
     with refused(UsageError, DeviceError), batch_progress("denoise") as (plan, outcome):
         report = job.run(input, output, model_path=model, tile=tile, overlap=overlap, device=device.value,
-                         ensemble=ensemble, force=force, workers=workers, scheduler=dask or scheduler,
+                         ensemble=ensemble, force=force, workers=workers, scheduler=scheduler,
                          on_plan=plan, on_outcome=outcome, strength=strength, noise_sd_hu=noise_sd,
                          allow_non_hu=allow_non_hu, on_scan=plan.scan)
     raise finish(json_out, summaries.batch(report, "denoise"))
@@ -205,8 +174,7 @@ def evaluate(
             result = job.run(reference, test, match=match.value, window=window, mask=mask, noisy=noisy,
                              baselines=names, test_label=label, on_plan=plan,
                              on_pair=lambda score: outcome("scored"), on_step=lambda name, file: outcome(name))
-    nothing = f"nothing matched between {reference} and {test} (match by {match})"
-    raise finish(json_out, summaries.evaluation(result), nothing)
+    raise finish(json_out, summaries.evaluation(result, reference, test, match))
 
 
 @app.command()
@@ -229,9 +197,7 @@ def qa(
         rois = [job.parse_roi(text) for text in roi or []]
         with batch_progress("qa") as (plan, outcome):
             result = job.run(before, after, match=match.value, rois=rois, on_plan=plan, on_file=outcome)
-    what = "nothing matched between BEFORE and AFTER" if after else "no CT image found"
-    raise finish(json_out, summaries.qa(result, None if to_stdout(json_out) else json_out),
-                 f"{what} ({before}{' and ' + str(after) if after else ''})")
+    raise finish(json_out, summaries.qa(result, before, after, json_out))
 
 
 manifest_app = typer.Typer(help="Build data-set manifests (files, SHA-256, series, patient split).",
@@ -254,15 +220,11 @@ def manifest_build(
 ):
     """Scan folders and write a manifest split into train/val/test by patient (never by slice).
     --test-from / --val-from choose patients by folder; --val / --test split the others at random."""
-    from denoise.manifest import ManifestError, build_manifest, save_manifest
+    from denoise.manifest import ManifestError
+    from pipelines import manifest as job
 
-    holdout = {**{f: "val" for f in val_from or []}, **{f: "test" for f in test_from or []}}
-    for folder in [*folders, *holdout]:
-        if not Path(folder).is_dir():
-            raise fail(f"{folder}: not a folder")
     with refused(ValueError), refused(ManifestError, code=EXIT_NOTHING):
-        manifest = build_manifest(folders, out_path, val=val, test=test, seed=seed, holdout=holdout)
-    save_manifest(manifest, out_path)
+        manifest = job.run(folders, out_path, val=val, test=test, seed=seed, val_from=val_from, test_from=test_from)
     raise finish(json_out, summaries.manifest(manifest, out_path))
 
 
@@ -282,15 +244,13 @@ def train(
     json_out: JsonOut = None,
 ):
     """Train the NumPy autoencoder on a manifest's training split (validated on its val split)."""
-    from denoise.config import ConfigError
+    from denoise.config import ConfigError, train_overrides
     from denoise.manifest import ManifestError
     from denoise.nn import ModelFileError
     from pipelines import train as job
 
-    given = {"training.epochs": epochs, "optimizer.lr": lr, "patches.size": patch_size,
-             "patches.batch_size": batch_size, "training.seed": seed,
-             "training.device": None if device is None else device.value}
-    overrides = {k: v for k, v in given.items() if v is not None}
+    overrides = train_overrides(epochs=epochs, lr=lr, patch_size=patch_size, batch_size=batch_size, seed=seed,
+                                device=device)
     with refused(ConfigError, ManifestError, ModelFileError, job.RunFolderError, DeviceError):
         result = job.run(config, out_dir, overrides=overrides, resume=resume, show_progress=not quiet)
     raise finish(json_out, summaries.train(result))
@@ -373,15 +333,13 @@ def serve(
         with refused(UsageError):
             state = job.status(status_of)
         raise finish(json_out, summaries.node_status(state))
-    if out_dir is None:
-        raise fail("serve needs --out DIR (or --status DIR to show a node's queue)")
-    with refused(UsageError):  # a bad option, a port in use, a folder in use, a model that does not load
+    with refused(UsageError):  # no --out, a bad option, a port in use, a folder in use, a model that does not load
         code = job.run(job.ServeOptions(
-            out=out_dir, aet=aet, port=port, bind=bind, forward=forward or (), allow=allow or (),
-            series_timeout_s=series_timeout, model_path=None if model is None else str(model), strength=strength,
-            ensemble=ensemble, noise_sd_hu=noise_sd, max_pixels=max_pixels, keep_days=keep_days,
-            connect_timeout_s=connect_timeout, max_associations=max_associations, max_per_peer=max_per_peer,
-            idle_timeout_s=idle_timeout, pdu_timeout_s=pdu_timeout, max_pdu=max_pdu, drain_s=drain))
+            out=out_dir, aet=aet, port=port, bind=bind, forward=forward, allow=allow, series_timeout_s=series_timeout,
+            model_path=model, strength=strength, ensemble=ensemble, noise_sd_hu=noise_sd, max_pixels=max_pixels,
+            keep_days=keep_days, connect_timeout_s=connect_timeout, max_associations=max_associations,
+            max_per_peer=max_per_peer, idle_timeout_s=idle_timeout, pdu_timeout_s=pdu_timeout, max_pdu=max_pdu,
+            drain_s=drain))
     raise typer.Exit(code)
 
 
@@ -397,11 +355,9 @@ def export_model(
     from denoise.nn import ModelFileError
     from pipelines import export as job
 
-    if checkpoint not in ("best", "last"):
-        raise fail(f"--checkpoint must be best or last, got {checkpoint!r}")
     with refused(FileNotFoundError, ModelFileError, ValueError):
         path = job.run(run_dir, out_path, checkpoint=checkpoint, reproduce=reproduce)
-    show([f"model written: {path} (+ .json)"])
+    raise finish(None, summaries.written("model", path, " (+ .json)"))
 
 
 @app.command()
@@ -418,7 +374,7 @@ def report(
 
     with refused(FileNotFoundError, ValueError):
         html = job.run(source, out_dir, window=window)
-    show([f"report written: {html}"])
+    raise finish(None, summaries.written("report", html))
 
 
 @app.command()
@@ -431,5 +387,5 @@ def demo(
     from pipelines import demo as job
 
     with refused(UsageError, ValueError):
-        result = job.run(out_dir, model_path=model, on_step=lambda text: err.print(f"... {text}", markup=False))
+        result = job.run(out_dir, model_path=model, on_step=terminal.show_step)
     raise finish(None, summaries.demo(result))

@@ -317,6 +317,17 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         raise ConfigError(f"{path}: {exc}") from exc
 
 
+def train_overrides(*, epochs: int | None = None, lr: float | None = None, patch_size: int | None = None,
+                    batch_size: int | None = None, seed: int | None = None,
+                    device: str | None = None) -> dict[str, Any]:
+    """``ct-denoise train``'s override options as :func:`load_config`
+    overrides (``{"section.key": value}``), those given only."""
+    given = {"training.epochs": epochs, "optimizer.lr": lr, "patches.size": patch_size,
+             "patches.batch_size": batch_size, "training.seed": seed,
+             "training.device": None if device is None else str(device)}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def to_toml(data: dict) -> str:
     """Serialize a config dict as TOML (tomli-w: strings are escaped, so any
     name round-trips through tomllib). None values cannot be written."""

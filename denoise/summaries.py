@@ -11,6 +11,7 @@ from pathlib import Path
 
 from denoise.batch import EXIT_NOTHING, EXIT_OK
 from denoise.tables import METRICS, SERIES, TEXT, pick, qa_table, quality_table, table
+from denoise.terminal import to_stdout
 from denoise.text import printable
 
 
@@ -21,6 +22,7 @@ class Printout:
     code: int = EXIT_OK  # the exit code
     alone: bool = False  # the JSON says it all: no lines beside it on stdout (--json -)
     stderr: list[str] = field(default_factory=list)  # always on stderr
+    nothing: str = ""  # the error to end with when there was nothing to do (exit 3)
 
 
 def batch(report, command: str | None = None) -> Printout:
@@ -31,6 +33,15 @@ def batch(report, command: str | None = None) -> Printout:
     return Printout([*lines, f"{report.summary()} -> {report.output}"],
                     {**({"command": command} if command else {}), **report.to_dict()}, report.exit_code,
                     stderr=nothing)
+
+
+def noise(reports: dict) -> Printout:
+    """``ct-denoise noise``: its runs' reports by name (``noisy``, and ``clean``
+    with ``--clean-out``) as one JSON document; the worst exit code. Each run's
+    own lines were printed as it ended (:func:`batch`)."""
+    code = max(report.exit_code for report in reports.values())
+    return Printout([], {"command": "noise", "exit_code": code,
+                         **{name: batch(report).data for name, report in reports.items()}}, code)
 
 
 def info(summary: dict) -> Printout:
@@ -50,9 +61,11 @@ def _unmatched(first: list[str], second: list[str], first_name: str, second_name
     return lines + ([f"{len(first)} {first_name} file(s) had no {second_name} file"] if first else [])
 
 
-def evaluation(result) -> Printout:
-    """``ct-denoise evaluate`` (:class:`pipelines.evaluate.Evaluation`)."""
-    return Printout(evaluation_lines(result), result.to_dict, result.exit_code)
+def evaluation(result, reference: Path, test: Path, match: str) -> Printout:
+    """``ct-denoise evaluate`` (:class:`pipelines.evaluate.Evaluation`) of
+    REFERENCE and TEST, files paired by ``match``."""
+    return Printout(evaluation_lines(result), result.to_dict, result.exit_code,
+                    nothing=f"nothing matched between {reference} and {test} (match by {match})")
 
 
 def evaluation_lines(result) -> list[str]:
@@ -76,9 +89,11 @@ def evaluation_lines(result) -> list[str]:
     return lines + [f"note: {note}" for note in result.notes]
 
 
-def qa(result, written: Path | None = None) -> Printout:
-    """``ct-denoise qa`` (:class:`pipelines.qa.QAResult`): per series, per file
-    and the mean; then notes and problems (and the file ``written``)."""
+def qa(result, before: Path, after: Path | None = None, json_out: Path | None = None) -> Printout:
+    """``ct-denoise qa`` (:class:`pipelines.qa.QAResult`) of BEFORE (and AFTER):
+    per series, per file and the mean; then notes and problems (and the
+    ``--json`` file written, unless the JSON goes to stdout)."""
+    written = None if to_stdout(json_out) else json_out
     paired = result.paired
     lines = ["before -> after, measured where BEFORE has uniform tissue and edges; noise reduction % and edge +% "
              "are the changes of noise SD and edge width"] if paired else []
@@ -93,7 +108,9 @@ def qa(result, written: Path | None = None) -> Printout:
     lines += _unmatched(result.unmatched_before, result.unmatched_after, "before", "after")
     lines += [f"ignored {printable(line)}" for line in result.ignored]
     lines += [f"FAILED  {printable(line)}" for line in result.problems]
-    return Printout(lines + ([f"results written: {written}"] if written else []), result.to_dict, result.exit_code)
+    what = "nothing matched between BEFORE and AFTER" if after else "no CT image found"
+    return Printout(lines + ([f"results written: {written}"] if written else []), result.to_dict, result.exit_code,
+                    nothing=f"{what} ({before}{' and ' + str(after) if after else ''})")
 
 
 def node_status(state: dict) -> Printout:
@@ -111,6 +128,11 @@ def node_status(state: dict) -> Printout:
                  f"{sum(len(q['files']) for q in state['quarantined'])} quarantined, "
                  f"{state['finished_jobs']} finished jobs, {state['derived_series']} derived series")
     return Printout(lines, state, alone=True)
+
+
+def written(what: str, path: Path, note: str = "") -> Printout:
+    """``export-model`` and ``report``: what was written where (``model written: PATH (+ .json)``)."""
+    return Printout([f"{what} written: {path}{note}"])
 
 
 def demo(result: dict) -> Printout:

@@ -1,7 +1,8 @@
 """The command line's output: its two consoles, where the human-readable
 report goes (stdout, or stderr when ``--json -`` puts the JSON there), strict
-JSON output, the progress bar of batch jobs, and the package's log records on
-stderr."""
+JSON output, the progress bar of batch jobs, the package's log records on
+stderr, and how a command ends: a job's refusal as one line and its exit
+code, or its result printed and the exit code it returned."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
+import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from denoise.atomic import finite
+from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_USAGE
 from denoise.logs import OneLineFormatter
 from denoise.text import one_line
 
@@ -36,6 +40,11 @@ def show(lines: Iterable[str], json_out: Path | None = None) -> None:
         console.print(line, markup=False)
 
 
+def show_step(text: str) -> None:
+    """One step of a multi-step job, ``... TEXT``, on stderr."""
+    err.print(f"... {text}", markup=False)
+
+
 def present(printout, json_out: Path | None = None, with_json: bool = True) -> None:
     """Print a :class:`denoise.summaries.Printout` and write its JSON (``with_json``) where ``--json`` says."""
     if with_json and printout.data is not None and json_out is not None:
@@ -43,6 +52,30 @@ def present(printout, json_out: Path | None = None, with_json: bool = True) -> N
     show([] if printout.alone and to_stdout(json_out) else printout.lines, json_out)
     for line in printout.stderr:
         err.print(line, markup=False)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """``error: MESSAGE`` on stderr; the exit (``code``) for the command to raise."""
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+@contextmanager
+def refused(*errors: type[BaseException], code: int = EXIT_USAGE):
+    """The job's refusals (``errors``) end the command: one line on stderr, exit ``code``."""
+    try:
+        yield
+    except errors as exc:
+        raise fail(str(exc), code) from exc
+
+
+def finish(json_out: Path | None, printout) -> typer.Exit:
+    """Print what the job returned (a :class:`denoise.summaries.Printout`), write its
+    JSON; the exit to raise (its ``nothing`` as the error when there was nothing to do)."""
+    present(printout, json_out)
+    if printout.nothing and printout.code == EXIT_NOTHING:
+        return fail(printout.nothing, EXIT_NOTHING)
+    return typer.Exit(printout.code)
 
 
 def emit_json(json_out: Path | None, data) -> None:
@@ -72,6 +105,13 @@ def guarded(app) -> None:
         err.print(f"internal error (a bug in ct-denoise, please report it): {type(exc).__name__}: {one_line(exc)}"
                   + hint, markup=False)
         sys.exit(EXIT_INTERNAL)
+
+
+def show_version(value: bool) -> None:
+    """``--version``: print :func:`version_text` and exit."""
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit(EXIT_OK)
 
 
 def version_text() -> str:
@@ -123,9 +163,11 @@ def batch_progress(label: str):
         yield on_plan, on_outcome
 
 
-def configure_logging(level: int) -> None:
-    """Records of the package (logger ``ct_denoise``) go to stderr at ``level``;
-    pydicom's and pynetdicom's own loggers only from WARNING unless DEBUG (-v)."""
+def configure_logging(*, verbose: bool = False, quiet: bool = False) -> None:
+    """Records of the package (logger ``ct_denoise``) go to stderr from INFO
+    (``verbose``: DEBUG, ``quiet``: WARNING); pydicom's and pynetdicom's own
+    loggers only from WARNING unless DEBUG (-v)."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logger = logging.getLogger("ct_denoise")
     logger.setLevel(level)
     if not any(getattr(h, "ct_denoise", False) for h in logger.handlers):

@@ -16,6 +16,15 @@ from denoise.denoising import DenoiseJob, Prebuilt, build_checked
 from denoise.inference import DEFAULT_ENSEMBLE
 
 
+def scheduler_address(scheduler: str | None = None, dask: str | None = None) -> str | None:
+    """Where the files go: ``--dask local`` (a local Dask cluster for this
+    run), else the ``--scheduler`` address, else None (this machine's workers)."""
+    if dask is not None and dask != "local":
+        raise UsageError("--dask takes 'local' (a cluster on this machine); use --scheduler tcp://HOST:PORT, "
+                         f"got {dask!r}")
+    return dask or scheduler
+
+
 def run(input_path, output_root, *, model_path=None, tile: int | None = None, overlap: float = 0.25,
         device: str = "cpu", force: bool = False, workers: int = 1, scheduler: str | None = None,
         on_outcome=None, on_plan=None, ensemble: int = DEFAULT_ENSEMBLE, strength=DEFAULT_STRENGTH,

@@ -79,7 +79,9 @@ def warm_start_record(init: str) -> dict | None:
 
 def run(run_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str = "best",
         config_path: str | None = None, reproduce: list[str] | None = None) -> Path:
-    """Export ``run_dir/checkpoints/<checkpoint>`` to ``out`` (.npz + .json)."""
+    """Export ``run_dir/checkpoints/<checkpoint>`` (best or last) to ``out`` (.npz + .json)."""
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"--checkpoint must be best or last, got {checkpoint!r}")
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / checkpoint
     if not model_paths(ckpt)[0].is_file():

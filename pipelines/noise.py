@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from pydicom.sr.codedict import codes
 
-from denoise.batch import BatchReport, run_batch
+from denoise.batch import BatchReport, check_paths, run_batch
 from denoise.dicom.identity import Derivation
 from denoise.dicom.scan import CTFile
 from denoise.noise import DEFAULT_VIEWS, add_gaussian, noisy_line_integrals, project, reconstruct
@@ -111,3 +112,14 @@ def run(input_path, output_root, *, sigma_hu: float | None = None, i0: float | N
     job = NoiseJob(sigma_hu=sigma_hu, i0=i0, seed=seed, n_views=n_views, clean=clean)
     return run_batch(input_path, output_root, job, force=force, workers=workers,
                      on_outcome=on_outcome, on_plan=on_plan, allow_non_hu=allow_non_hu, on_scan=on_scan)
+
+
+def targets(input_path, output_root, clean_root=None) -> dict[str, Path]:
+    """Where ``ct-denoise noise`` writes, by run: ``noisy`` (the noisy copies)
+    and, with ``clean_root``, ``clean`` (the low-dose pair's clean reference).
+    The clean folder is checked (:func:`denoise.batch.check_paths`) here, so a
+    bad one is refused before the first run writes anything."""
+    if clean_root is None:
+        return {"noisy": Path(output_root)}
+    check_paths(Path(input_path), Path(clean_root))
+    return {"noisy": Path(output_root), "clean": Path(clean_root)}

@@ -77,6 +77,14 @@ def _destination(value):
     return Destination.parse(value) if isinstance(value, str) else value
 
 
+def _none_is_empty(value):
+    return () if value is None else value
+
+
+def _path_text(value):
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
 def _seconds(option: str) -> AfterValidator:
     return _check(lambda v: 0 < v < math.inf, f"{option} must be > 0 seconds, got {{v}}")
 
@@ -89,7 +97,8 @@ class ServeOptions(BaseModel):
     """The node's settings, validated when made: a bad value is a
     :class:`UsageError` of one line naming the option (``--series-timeout
     must be > 0 seconds, got 0.0``); unknown fields are refused. ``forward``
-    takes destinations or their ``AET@HOST:PORT`` text."""
+    takes destinations or their ``AET@HOST:PORT`` text; ``forward`` and
+    ``allow`` take None for none, ``model_path`` a path."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, validate_default=True)
 
@@ -97,11 +106,12 @@ class ServeOptions(BaseModel):
     aet: Annotated[str, Strict(), _ae_title("--aet")] = "CTDENOISE"
     port: Annotated[Count, _check(lambda v: 0 <= v <= 65535, "--port must be 0..65535, got {v}")] = 11112
     bind: Annotated[str, Strict()] = "127.0.0.1"
-    forward: tuple[Annotated[Destination, BeforeValidator(_destination)], ...] = ()
-    allow: tuple[Annotated[str, Strict(), _ae_title("--allow")], ...] = ()
+    forward: Annotated[tuple[Annotated[Destination, BeforeValidator(_destination)], ...],
+                       BeforeValidator(_none_is_empty)] = ()
+    allow: Annotated[tuple[Annotated[str, Strict(), _ae_title("--allow")], ...], BeforeValidator(_none_is_empty)] = ()
     series_timeout_s: Annotated[Number, _check(lambda v: v > 0, "--series-timeout must be > 0 seconds, got {v}")] \
         = 10.0
-    model_path: str | None = None
+    model_path: Annotated[str | None, BeforeValidator(_path_text)] = None
     strength: str | float = DEFAULT_STRENGTH
     ensemble: Count = DEFAULT_ENSEMBLE
     noise_sd_hu: Number | None = None
@@ -123,6 +133,13 @@ class ServeOptions(BaseModel):
             super().__init__(**values)
         except ValidationError as exc:
             raise UsageError(options_error(exc, _option)) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _needs_out(cls, values):
+        if isinstance(values, dict) and values.get("out") is None:
+            raise ValueError("serve needs --out DIR (or --status DIR to show a node's queue)")
+        return values
 
     @model_validator(mode="after")
     def _connections(self):
