@@ -129,7 +129,11 @@ def limit_correction(correction: np.ndarray, level: float, *, factor: float = LI
 
 def blind_input(model, x):
     """``x`` (N, H, W, 1 + 2n) as ``model`` takes it with no level given:
-    itself for a plain model, with blind level maps for a conditioned one."""
+    itself for a plain model, with blind level maps for a conditioned one.
+    Images alone (N, H, W, 1) given to a 2.5-D model stand in for their
+    neighbours (as a single file is denoised)."""
+    if x.shape[-1] == 1 and model.neighbours:
+        x = x[..., [0] * (1 + 2 * model.neighbours)]
     return network_input(x) if model.conditioned else x
 
 

@@ -103,6 +103,17 @@ class NoiseConfig(_Section):
     # mostly as texture to keep (a sharp kernel's own noise looks like low-dose noise), white noise as
     # noise to remove.
     known_level_fraction_low_dose: Fraction = 0.5
+    # Scan-matched noise (denoise.scanner_noise): that share of the patches gets noise synthesized
+    # from a noise model measured on a training series (its spectrum and SD map), scaled as a dose
+    # reduction to a fraction drawn log-uniformly from scanner_dose of the scan's own dose (added
+    # SD = sqrt(1/f - 1) x the measured SD); the scan itself, with its own noise, is the target.
+    scanner_fraction: Fraction = 0.0
+    scanner_dose: Pair = (0.1, 0.5)
+    scanner_bank_slices: Annotated[Int, Field(ge=1)] = 32  # slices with a synthesized realization
+    scanner_refresh: Annotated[Int, Field(ge=0)] = 8  # realizations replaced each epoch
+    # 2.5-D models: share of the patches shown without their neighbours (the slice stands in for
+    # them), as single files and thick slices are denoised.
+    context_dropout: Fraction = 0.25
 
     @field_validator("gaussian_sigma_hu")
     @classmethod
@@ -123,10 +134,17 @@ class NoiseConfig(_Section):
             raise ValueError(f"must list some of {list(FBP_FILTERS)}, got {list(v)}")
         return v
 
+    @field_validator("scanner_dose")
+    @classmethod
+    def _dose(cls, v):
+        return _pair("scanner_dose", v, 1e-3, 1.0)
+
     @model_validator(mode="after")
     def _refresh(self):
         if self.low_dose_refresh > self.low_dose_bank_slices:
             raise ValueError("noise.low_dose_refresh must be in [0, low_dose_bank_slices]")
+        if self.scanner_refresh > self.scanner_bank_slices:
+            raise ValueError("noise.scanner_refresh must be in [0, scanner_bank_slices]")
         return self
 
 

@@ -28,10 +28,11 @@ class PatchSource:
     inputs: np.ndarray | None
     corners: np.ndarray  # (K, 3) int: slice index, row, col of acceptable patches
     size: int
+    context: np.ndarray | None = None  # (S, C, H, W): each slice's neighbours (2.5-D), cut at the same places
 
     @classmethod
     def build(cls, targets: np.ndarray, body: np.ndarray, *, size: int, min_body_fraction: float,
-              inputs: np.ndarray | None = None) -> PatchSource:
+              inputs: np.ndarray | None = None, context: np.ndarray | None = None) -> PatchSource:
         """Find every grid corner whose ``size`` x ``size`` patch is at least
         ``min_body_fraction`` body (``body`` is a bool (S, H, W) mask)."""
         s, h, w = targets.shape
@@ -47,13 +48,17 @@ class PatchSource:
         ok = counts >= min_body_fraction * size * size
         si, ri, ci = np.nonzero(ok)
         corners = np.stack([si, rows[ri], cols[ci]], axis=1)
-        return cls(targets, inputs, corners, size)
+        return cls(targets, inputs, corners, size, context)
 
     def __len__(self) -> int:
         return len(self.corners)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
         """``n`` patches (n, size, size) of targets (and of inputs if present)."""
+        return self.sample_with_context(n, rng)[:2]
+
+    def sample_with_context(self, n: int, rng: np.random.Generator):
+        """As :meth:`sample`, with the context's patches (n, C, size, size) at the same places (or None)."""
         if len(self.corners) == 0:
             raise ValueError("no patch position has enough body; lower patches.min_body_fraction")
         pick = self.corners[rng.integers(0, len(self.corners), size=n)]
@@ -64,7 +69,11 @@ class PatchSource:
         offs = np.arange(self.size)
         idx = (pick[:, 0, None, None], r0[:, None, None] + offs[None, :, None],
                c0[:, None, None] + offs[None, None, :])
-        return self.targets[idx], (self.inputs[idx] if self.inputs is not None else None)
+        context = None
+        if self.context is not None:
+            channels = np.arange(self.context.shape[1])[None, :, None, None]
+            context = self.context[idx[0][:, None], channels, idx[1][:, None], idx[2][:, None]]
+        return self.targets[idx], (self.inputs[idx] if self.inputs is not None else None), context
 
 
 def augment(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:

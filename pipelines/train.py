@@ -16,6 +16,7 @@ half-written file, and ``resume=True`` continues from ``checkpoints/last``.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,17 @@ from denoise.nn import (
     mse_loss,
 )
 from denoise.nn.model import channel_roles
+from denoise.nn.model import validate_config as validate_arch
 from denoise.normalize import HUWindow
 from denoise.runs import PROJECT_ROOT, find_manifest
 from denoise.training import Engine, EngineConfig, EpochHooks, LoopState, Schedule, checkpoint
-from denoise.training_data import TrainingPatches, ValidationSet, load_slices, make_validation_set
+from denoise.training_data import (
+    TrainingPatches,
+    ValidationSet,
+    load_slices,
+    make_validation_set,
+    measure_noise_models,
+)
 
 LOG_FIELDS = ("epoch", "step", "train_loss", "val_loss", "val_psnr", "val_ssim", "lr", "grad_norm",
               "patches_per_s", "epoch_seconds")
@@ -96,6 +104,8 @@ def resolve_config(config_path, run_dir: Path, overrides: dict, resume: bool) ->
     if resume:
         if not (run_dir / "checkpoints" / "last.npz").is_file():
             raise RunFolderError(f"{run_dir}: no checkpoint to resume (checkpoints/last.npz missing)")
+        if not saved.is_file():  # a checkpoint carried alone (committed mid-training): its own config
+            write_text(saved, to_toml(_checkpoint_fields(run_dir).get("config") or {}))
         return load_config(saved, overrides)
     if (run_dir / "checkpoints").exists():
         raise RunFolderError(f"{run_dir} already holds a run; use --resume to continue it "
@@ -167,9 +177,13 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
     train_files, val_files = split_files(files, "train"), split_files(files, "val")
     if not train_files or not val_files:
         raise ConfigError(f"the manifests {list(cfg.data.manifests)} need both train and val files")
-    train_slices = load_slices([f.path for f in train_files], limit=cfg.data.max_train_slices, rng=rng)
+    neighbours = validate_arch(cfg.model)["neighbour_slices"]
+    train_slices = load_slices([f.path for f in train_files], limit=cfg.data.max_train_slices, rng=rng,
+                               neighbours=neighbours)
     vset = make_validation_set(load_slices([f.path for f in val_files]), cfg.validation)
     gif_index = len(vset.noisy) // 2
+    noise_models = (scanner_noise_models(run_dir, train_slices, [f.path for f in train_files], resume)
+                    if cfg.noise.scanner_fraction > 0 else None)
 
     model = ConvAutoencoder(cfg.model, rng, device=cfg.training.device)
     if cfg.training.init and not resume:
@@ -190,7 +204,7 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
     write_text(run_dir / "config.toml", to_toml(cfg.to_dict()))
 
     patches = TrainingPatches(train_slices, window=window, noise=cfg.noise, patches=cfg.patches, rng=rng,
-                              conditioned=model.conditioned)
+                              conditioned=model.conditioned, neighbours=model.neighbours, noise_models=noise_models)
     engine = Engine(model, optimizer, _Supervised(patches, cfg.patches.batch_size),
                     mse_loss if cfg.training.loss == "l2" else l1_loss,
                     EngineConfig(steps_per_epoch=cfg.patches.per_epoch // cfg.patches.batch_size,
@@ -208,7 +222,8 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
 
     def fields(state: LoopState, row: dict) -> dict:
         return {"normalization": window.to_dict(), "config": cfg.to_dict(), "best_val_psnr": state.best,
-                "validation": {k: row[k] for k in ("val_psnr", "val_ssim", "val_loss")}}
+                "validation": {k: row[k] for k in ("val_psnr", "val_ssim", "val_loss")},
+                **({"noise_models": noise_models} if noise_models else {})}
 
     def end_epoch(state: LoopState, row: dict) -> bool:
         nonlocal stale, stopped_early
@@ -228,6 +243,32 @@ def run(config_path: str | os.PathLike | None, run_dir: str | os.PathLike, *, ov
                                          fields, end_epoch))
     rows = state.rows
     return TrainResult(run_dir, rows[-1]["epoch"] if rows else 0, state.best, stopped_early, rows)
+
+
+def _checkpoint_fields(run_dir: Path) -> dict:
+    """The metadata of ``RUN/checkpoints/last`` (its JSON side), or {} when unreadable."""
+    try:
+        return json.loads((run_dir / "checkpoints" / "last.json").read_text()).get("metadata") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def scanner_noise_models(run_dir: Path, slices, paths, resume: bool) -> dict:
+    """The noise models of the training series (scan-matched noise), measured once and kept in
+    ``RUN/noise_models.json`` and every checkpoint, so that a resumed run synthesizes from the very
+    same models."""
+    saved = run_dir / "noise_models.json"
+    if resume and saved.is_file():
+        return json.loads(saved.read_text())
+    if resume and _checkpoint_fields(run_dir).get("noise_models"):
+        return _checkpoint_fields(run_dir)["noise_models"]
+    models = measure_noise_models(slices, paths)
+    if not models:
+        raise ConfigError("noise.scanner_fraction > 0, but no training series has slices a noise model can be "
+                          "measured on (denoise.scanner_noise needs evenly spaced neighbouring slices)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(saved, json.dumps(models))
+    return models
 
 
 class _Supervised:

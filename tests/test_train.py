@@ -166,3 +166,75 @@ def test_train_cli_bad_inputs(tmp_path, tiny_manifest):
     config = write_config(tmp_path, tiny_manifest)
     neg = runner.invoke(cli.app, ["train", "--config", str(config), "--out", str(tmp_path / "w"), "--epochs", "0"])
     assert neg.exit_code == 2 and "--epochs" in neg.output  # a standard usage error (min=1)
+
+
+def _slices_with_context(n=4, size=48):
+    from denoise.training_data import Slice
+
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(n):
+        hu = rng.normal(40.0, 30.0, (size, size)).astype(np.float32)
+        out.append(Slice(hu, 0.7, f"s{k}", "series-a", np.stack([hu + 100.0, hu + 200.0])))
+    return out
+
+
+def test_25d_batches_carry_each_patchs_neighbours_through_the_same_augmentation():
+    from denoise.config import NoiseConfig, PatchConfig
+    from denoise.training_data import TrainingPatches
+
+    window = HUWindow()
+    def batch(dropout):
+        patches = TrainingPatches(_slices_with_context(), window=window, rng=np.random.default_rng(1),
+                                  noise=NoiseConfig(gaussian_sigma_hu=(0.0, 0.0), context_dropout=dropout),
+                                  patches=PatchConfig(size=16, batch_size=32, min_body_fraction=0.0),
+                                  neighbours=1)
+        return patches.batch()
+
+    x, clean = batch(0.0)
+    assert x.shape == (32, 16, 16, 3) and clean.shape == (32, 16, 16, 1)
+    step = window.sigma_to_model(100.0)  # neighbours are +100 and +200 HU: the same patch, flipped alike
+    np.testing.assert_allclose(x[..., 1] - x[..., 0], step, atol=1e-5)
+    np.testing.assert_allclose(x[..., 2] - x[..., 0], 2 * step, atol=1e-5)
+    x, _ = batch(1.0)  # every patch shown alone: the slice stands in for its neighbours
+    np.testing.assert_array_equal(x[..., 1], x[..., 0])
+    np.testing.assert_array_equal(x[..., 2], x[..., 0])
+
+
+def test_gaussian_noise_of_neighbours_is_independent_at_the_same_level():
+    from denoise.config import NoiseConfig, PatchConfig
+    from denoise.training_data import TrainingPatches
+
+    window = HUWindow()
+    patches = TrainingPatches(_slices_with_context(), window=window, rng=np.random.default_rng(2),
+                              noise=NoiseConfig(gaussian_sigma_hu=(50.0, 50.0), context_dropout=0.0),
+                              patches=PatchConfig(size=16, batch_size=64, min_body_fraction=0.0), neighbours=1)
+    x, clean = patches.batch()
+    noise = [x[..., c] - clean[..., 0] - c * window.sigma_to_model(100.0) for c in range(3)]
+    sd = [float(n.std()) / window.sigma_to_model(1.0) for n in noise]
+    assert sd == pytest.approx([50.0] * 3, rel=0.05)
+    assert abs(np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1]) < 0.05
+
+
+def test_scan_matched_noise_is_the_measured_models_at_the_drawn_dose(tmp_path):
+    from denoise.config import NoiseConfig, PatchConfig
+    from denoise.scanner_noise import measure
+    from denoise.training_data import TrainingPatches
+
+    rng = np.random.default_rng(3)
+    anatomy = np.full((64, 96, 96), 40.0, np.float32)
+    stack = anatomy + rng.normal(0.0, 10.0, anatomy.shape).astype(np.float32)  # 10 HU white noise
+    model = measure(stack, (0.7, 0.7))
+    slices = [s for s in _slices_with_context(4, 96)]
+    for s, hu in zip(slices, stack[:4], strict=True):
+        s.hu, s.context = hu, None
+    window = HUWindow()
+    dose = 0.2  # added SD = sqrt(1/0.2 - 1) x 10 HU = 20 HU
+    patches = TrainingPatches(slices, window=window, rng=np.random.default_rng(4),
+                              noise=NoiseConfig(scanner_fraction=1.0, scanner_dose=(dose, dose),
+                                                scanner_bank_slices=4, scanner_refresh=2),
+                              patches=PatchConfig(size=32, batch_size=64, min_body_fraction=0.0, augment=False),
+                              noise_models={"series-a": model.to_dict()})
+    x, clean = patches.batch()
+    added = float((x - clean).std()) / window.sigma_to_model(1.0)
+    assert added == pytest.approx(20.0, rel=0.15)
