@@ -95,12 +95,14 @@ def noise(
     views: Annotated[int, Opt(min=16, help="Projection views for --dose.")] = 720,
     clean_out: Annotated[Path | None, Opt(
         help="With --dose: also write the clean reference (FBP of the noiseless sinogram) here.")] = None,
+    matched: Annotated[float | None, Opt(help="Scan-matched noise: what a scan at this fraction of the dose "
+                                         "adds (0.25: quarter dose), measured on each series.")] = None,
     force: Annotated[bool, Opt(help="Overwrite existing outputs.")] = False,
     workers: Workers = 1,
     allow_non_hu: AllowNonHU = False,
     json_out: JsonOut = None,
 ):
-    """Write noisy copies of CT files as a derived DICOM series (Gaussian --sigma or low-dose --dose)."""
+    """Write noisy copies of CT files as a derived DICOM series (--sigma, --dose or --matched)."""
     from pipelines import noise as job
 
     with refused(UsageError):
@@ -111,7 +113,7 @@ def noise(
         with refused(UsageError, ValueError), batch_progress(label) as (plan, outcome):
             reports[name] = job.run(input, target, sigma_hu=sigma, i0=dose, seed=seed, n_views=views,
                                     clean=name == "clean", force=force, workers=workers, on_scan=plan.scan,
-                                    on_plan=plan, on_outcome=outcome, allow_non_hu=allow_non_hu)
+                                    on_plan=plan, on_outcome=outcome, allow_non_hu=allow_non_hu, matched=matched)
         present(summaries.batch(reports[name]), json_out, with_json=False)
     raise finish(json_out, summaries.noise(reports))
 

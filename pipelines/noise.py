@@ -1,5 +1,11 @@
 """Job: write noisy copies of CT files (``ct-denoise noise``).
 
+Gaussian (``--sigma``), simulated low dose (``--dose``: Poisson noise on a
+parallel-beam sinogram, FBP) or scan-matched (``--matched F``: what a scan
+of the same scanner at the fraction F of its dose would add, synthesized
+from the noise model measured on the series itself, its spectrum and SD map:
+:mod:`denoise.scanner_noise`).
+
 Each image gets its own random stream, derived from the seed and the
 source's SOP Instance UID (its relative path when it has none), so results do
 not depend on file order, folder layout or worker count. The stream's name is
@@ -8,7 +14,10 @@ part of the output's SOP Instance UID.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +28,8 @@ from denoise.batch import BatchReport, check_paths, run_batch
 from denoise.dicom.identity import Derivation
 from denoise.dicom.scan import CTFile
 from denoise.noise import DEFAULT_VIEWS, add_gaussian, noisy_line_integrals, project, reconstruct
+
+log = logging.getLogger(__name__)
 
 
 def file_rng(seed: int, key: str) -> np.random.Generator:
@@ -34,7 +45,9 @@ def stream_name(source: CTFile) -> str:
 
 @dataclass(frozen=True)
 class NoiseJob:
-    """Gaussian (``sigma_hu``) or low-dose (``i0``) noise; exactly one is set.
+    """Gaussian (``sigma_hu``), low-dose (``i0``) or scan-matched (``matched``, a dose
+    fraction, with the measured noise ``models`` of the series as (SeriesInstanceUID,
+    JSON) pairs) noise; exactly one is set.
 
     With ``clean=True`` (low-dose only) the job emits the pair's clean
     reference instead: the FBP of the noiseless sinogram.
@@ -45,10 +58,16 @@ class NoiseJob:
     seed: int = 0
     n_views: int = DEFAULT_VIEWS
     clean: bool = False
+    matched: float | None = None
+    models: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
-        if (self.sigma_hu is None) == (self.i0 is None):
-            raise ValueError("give exactly one of --sigma (Gaussian, HU) or --dose (low-dose I0)")
+        if sum(v is not None for v in (self.sigma_hu, self.i0, self.matched)) != 1:
+            raise ValueError("give exactly one of --sigma (Gaussian, HU), --dose (low-dose I0) or --matched "
+                             "(scan-matched, a dose fraction)")
+        if self.matched is not None and not 0 < self.matched < 1:
+            raise ValueError(f"--matched must be a dose fraction between 0 and 1 (0.25: quarter dose), "
+                             f"got {self.matched}")
         if self.sigma_hu is not None and not self.sigma_hu > 0:
             raise ValueError(f"--sigma must be > 0 HU, got {self.sigma_hu}")
         if self.i0 is not None and not self.i0 > 0:
@@ -58,7 +77,12 @@ class NoiseJob:
 
     @property
     def derivation(self) -> Derivation:
-        if self.sigma_hu is not None:
+        if self.matched is not None:
+            what = f"matched dose={self.matched:g}"
+            text = (f"Scan-matched noise: what a scan at {self.matched:g} of this one's dose adds, synthesized "
+                    f"from the noise spectrum and SD map measured on its series, seed {self.seed}")
+            short = f"matched dose {self.matched:g} seed {self.seed}"
+        elif self.sigma_hu is not None:
             what = f"gaussian sigma={self.sigma_hu:g} HU"
             text = f"Gaussian noise, sigma {self.sigma_hu:g} HU, seed {self.seed}"
             short = f"noise {self.sigma_hu:g} HU seed {self.seed}"
@@ -74,7 +98,7 @@ class NoiseJob:
                               series_suffix=f"FBP reference I0 {self.i0:g} {self.n_views}v",
                               code=codes.DCM.ImageProcessing)
         # Gaussian noise is added pixel by pixel (CID 7203); a low-dose simulation re-reconstructs the slice.
-        code = codes.DCM.PixelByPixelAddition if self.sigma_hu is not None else codes.DCM.ImageProcessing
+        code = codes.DCM.ImageProcessing if self.i0 is not None else codes.DCM.PixelByPixelAddition
         return Derivation(key=f"ct-denoise noise {what} seed={self.seed}",
                           description=f"{text}; added by ct-denoise", series_suffix=short, code=code)
 
@@ -89,10 +113,24 @@ class NoiseJob:
         rng = file_rng(self.seed, stream_name(source))
         if self.sigma_hu is not None:
             return add_gaussian(hu, sigma_hu=self.sigma_hu, rng=rng)
+        if self.matched is not None:
+            return self._matched(hu, source, rng)
         if source.pixel_spacing is None:
             raise ValueError("low-dose noise needs PixelSpacing, which this file lacks")
         spacing = float(np.mean(source.pixel_spacing))
         return np.stack([self._dose(frame, spacing, rng) for frame in hu])
+
+    def _matched(self, hu: np.ndarray, source: CTFile, rng: np.random.Generator) -> np.ndarray:
+        from denoise.scanner_noise import NoiseModel
+
+        found = dict(self.models).get(source.series_uid)
+        if found is None:
+            raise ValueError("no noise model could be measured on this file's series (scan-matched noise needs "
+                             "evenly spaced neighbouring slices)")
+        model = NoiseModel.from_dict(json.loads(found))
+        scale = np.float32(np.sqrt(1.0 / self.matched - 1.0))
+        return np.stack([frame + scale * model.synthesize(frame, rng, pixel_spacing=source.pixel_spacing)
+                         for frame in hu])
 
     def _dose(self, frame: np.ndarray, spacing: float, rng: np.random.Generator) -> np.ndarray:
         """One reconstruction per frame: the noisy FBP, or with ``clean`` the noiseless one
@@ -106,12 +144,31 @@ class NoiseJob:
 def run(input_path, output_root, *, sigma_hu: float | None = None, i0: float | None = None,
         seed: int = 0, n_views: int = DEFAULT_VIEWS, clean: bool = False, force: bool = False,
         workers: int = 1, on_outcome=None, on_plan=None, allow_non_hu: bool = False,
-        on_scan=None) -> BatchReport:
+        on_scan=None, matched: float | None = None) -> BatchReport:
     """Write noisy copies of every CT file under ``input_path`` to
     ``output_root`` (or, with ``clean``, the low-dose pair's clean reference)."""
-    job = NoiseJob(sigma_hu=sigma_hu, i0=i0, seed=seed, n_views=n_views, clean=clean)
+    job = NoiseJob(sigma_hu=sigma_hu, i0=i0, seed=seed, n_views=n_views, clean=clean, matched=matched)
+    if matched is not None:
+        job = dataclasses.replace(job, models=measured_models(Path(input_path), allow_non_hu=allow_non_hu))
     return run_batch(input_path, output_root, job, force=force, workers=workers,
                      on_outcome=on_outcome, on_plan=on_plan, allow_non_hu=allow_non_hu, on_scan=on_scan)
+
+
+def measured_models(root: Path, *, allow_non_hu: bool = False) -> tuple[tuple[str, str], ...]:
+    """The noise model of every series under ``root`` that one can be measured on (as JSON)."""
+    from denoise.dicom.scan import scan
+    from denoise.scanner_noise import measure_series
+
+    if not root.exists():
+        return ()  # run_batch says what is wrong with the input
+    models = []
+    for series in scan(root, allow_non_hu=allow_non_hu).series:
+        try:
+            models.append((series.uid, json.dumps(measure_series(series).to_dict())))
+        except ValueError as exc:
+            log.warning("%s: no noise model (%s); its files are not given matched noise", series.description
+                        or "a series", exc)
+    return tuple(models)
 
 
 def targets(input_path, output_root, clean_root=None) -> dict[str, Path]:

@@ -79,3 +79,28 @@ def test_linear_upsampling_is_scipy_zoom_of_order_1(m, n):
     grow = _linear_upsampling(m, n)
     np.testing.assert_allclose(grow @ x @ grow.T, ndimage.zoom(x, n / m, order=1)[:n, :n], atol=1e-12)
     np.testing.assert_allclose(grow.sum(axis=1), 1.0)  # each output sample is a weighted mean
+
+
+def test_noise_matched_adds_what_a_lower_dose_of_the_same_scanner_would(tmp_path):
+    """``ct-denoise noise --matched F``: the series' own noise, measured on it, scaled to a dose
+    fraction F (added SD = sqrt(1/F - 1) x the scan's); refused with another noise option."""
+    import pydicom
+    from typer.testing import CliRunner
+
+    import cli
+    from tests.factory import SIGMA, write_noisy_series
+
+    write_noisy_series(tmp_path / "in", 8, image=np.full((96, 96), 40.0))
+    runner = CliRunner()
+    res = runner.invoke(cli.app, ["noise", str(tmp_path / "in"), str(tmp_path / "out"), "--matched", "0.2"])
+    assert res.exit_code == 0 and "8 written" in res.output, res.output
+    before = [pydicom.dcmread(p).pixel_array.astype(float) for p in sorted((tmp_path / "in").iterdir())]
+    out = [pydicom.dcmread(p) for p in sorted((tmp_path / "out").iterdir())]
+    added = np.stack([o.pixel_array.astype(float) for o in out]) - np.stack(before)
+    assert added[:, 16:-16, 16:-16].std() == pytest.approx(2.0 * SIGMA, rel=0.15)  # sqrt(1/0.2 - 1) = 2
+    assert "Scan-matched noise" in out[0].DerivationDescription
+    bad = runner.invoke(cli.app, ["noise", str(tmp_path / "in"), str(tmp_path / "o2"), "--matched", "0.2",
+                                  "--sigma", "5"])
+    assert bad.exit_code == 2 and "exactly one of" in bad.output
+    bad = runner.invoke(cli.app, ["noise", str(tmp_path / "in"), str(tmp_path / "o3"), "--matched", "1.5"])
+    assert bad.exit_code == 2 and "dose fraction" in bad.output
