@@ -55,6 +55,7 @@ def run() -> None:
 
 Device = StrEnum("Device", ["cpu", "gpu"])
 Match = StrEnum("Match", ["path", "sop", "position"])
+AdaptMethod = StrEnum("AdaptMethod", ["auto", "neighbours", "recorrupted"])
 JsonOut = Annotated[Path | None, Opt("--json", metavar="FILE|-", help="Also write the result as strict JSON to FILE; "
     "'-' writes it to stdout instead, and the human-readable report goes to stderr.")]
 Workers = Annotated[int, Opt(min=1, help="Parallel worker processes.")]
@@ -275,6 +276,8 @@ def adapt(
         "(keeps the texture beneath that noise; thick slices allowed).")] = None,
     dose: Annotated[float | None, Opt("--dose", help="The noise to remove as low-dose noise at I0 photons per bin and "
         "view (as `noise --dose` simulates it); recorrupted method.")] = None,
+    method: Annotated[AdaptMethod, Opt(help="neighbours (slices k+-d), recorrupted (with --noise-sd/--dose, or the "
+        "noise measured on the series) or auto: neighbours where slices allow, else recorrupted.")] = "auto",
     quiet: NoBar = False,
 ):
     """Adapt a model to your own scanner from one noisy series, no clean images needed. By default
@@ -286,7 +289,7 @@ def adapt(
     with refused(UsageError, PixelDataError, DeviceError), refused(job.AdaptCheckFailed, code=EXIT_PARTIAL):
         result = job.run(series_dir, out_path, from_model=from_model, minutes=minutes, epochs=epochs, seed=seed,
                          resume=resume, run_dir=run_dir, series=series, show_progress=not quiet,
-                         noise_sd=noise_sd, dose_i0=dose)
+                         noise_sd=noise_sd, dose_i0=dose, method=str(method))
     show([job.summary(result)])
 
 

@@ -83,12 +83,17 @@ from denoise.training import Engine, EngineConfig, EpochHooks, LoopState, Schedu
 
 METHOD = "noise2sim-neighbour-slices"
 RECORRUPTED = "recorrupted-low-dose"
+MEASURED = "recorrupted-measured-noise"
+METHOD_CHOICES = ("auto", "neighbours", "recorrupted")
 DESCRIPTIONS = {
     METHOD: "self-supervised: slice k -> slice k+-d of the same series (neighbours within 1.6 mm), pixels whose "
             "7x7 local means differ by more than 30 HU left out of the loss (after Noise2Sim)",
     RECORRUPTED: "self-supervised with a stated noise model: y + a*m -> y - m/a for fresh realizations m of the "
                  "low-dose noise to remove (recorrupted-to-recorrupted, a = 0.5); the texture beneath that noise "
                  "is kept",
+    MEASURED: "self-supervised with the series' own noise, measured on it (its spectrum and SD map, "
+              "denoise.scanner_noise): y + a*m -> y - m/a for fresh realizations m of that noise "
+              "(recorrupted-to-recorrupted, a = 0.5); all of the scan's noise is the noise to remove",
 }
 I0_REFERENCE = 1e5  # photons at which the noise is simulated to calibrate --noise-sd
 MAX_SPACING_MM = 3.0
@@ -101,7 +106,7 @@ LR = 1e-4  # neighbour pairs, constant
 # decays (cosine over the budget, to 1 % of the peak); measured better than a constant 3e-4
 # (docs/design/adaptation.md).
 LR_RECORRUPTED = 6e-4
-SCHEDULES = {METHOD: "constant", RECORRUPTED: "cosine"}
+SCHEDULES = {METHOD: "constant", RECORRUPTED: "cosine", MEASURED: "cosine"}
 MIN_LR_FRACTION = 0.01
 REFRESH = 1 / 8  # recorrupted pairs: share of the slice bank given new noise each epoch
 DEFAULT_MINUTES = 5.0
@@ -110,7 +115,7 @@ FRAME_EVERY = 10  # progress GIF: epochs 1, 2, 4, 8, every 10th and the last
 
 
 _OPTIONS = {"minutes": ("--minutes", ""), "epochs": ("--epochs", ""), "seed": ("--seed", ""),
-            "noise_sd": ("--noise-sd", " HU"), "dose_i0": ("--dose", " photons")}
+            "noise_sd": ("--noise-sd", " HU"), "dose_i0": ("--dose", " photons"), "method": ("--method", "")}
 
 
 class AdaptOptions(BaseModel):
@@ -123,6 +128,9 @@ class AdaptOptions(BaseModel):
     seed: Annotated[int, Strict(), Field(ge=0)] = 0
     noise_sd: Annotated[float, Strict(), Field(gt=0)] | None = None  # HU: chooses the recorrupted method
     dose_i0: Annotated[float, Strict(), Field(gt=0)] | None = None  # photons: likewise
+    # auto: a stated noise -> recorrupted with it; else neighbours where the series allows, else
+    # recorrupted with the noise measured on the series (denoise.scanner_noise)
+    method: Literal["auto", "neighbours", "recorrupted"] = "auto"
 
     @model_validator(mode="after")
     def _one_of_each(self):
@@ -130,6 +138,8 @@ class AdaptOptions(BaseModel):
             raise ValueError("give --minutes or --epochs, not both")
         if self.noise_sd is not None and self.dose_i0 is not None:
             raise ValueError("give --noise-sd or --dose, not both")
+        if self.method == "neighbours" and (self.noise_sd is not None or self.dose_i0 is not None):
+            raise ValueError("--method neighbours removes the noise it finds: it takes no --noise-sd or --dose")
         return self
 
     @classmethod
@@ -201,12 +211,34 @@ class NoiseModel(BaseModel):
         return f"--noise-sd {self.sd_hu:g}" if self.sd_hu is not None else f"--dose {self.i0:g}"
 
 
+class MeasuredNoise(BaseModel):
+    """The series' own noise, measured on it (:class:`denoise.scanner_noise.NoiseModel`, as a dict):
+    all of it is the noise the recorrupted method removes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    kind: Literal["measured"] = "measured"
+    model: dict
+    alpha: Annotated[float, Field(gt=0)] = ALPHA
+
+    def realize(self, spacing_mm: float):
+        from denoise.scanner_noise import NoiseModel as ScanNoise
+
+        scan_noise = ScanNoise.from_dict(self.model)
+
+        def noise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            return scan_noise.synthesize(hu, rng, pixel_spacing=(spacing_mm, spacing_mm))
+        return noise
+
+    def option(self) -> str:
+        return "--method recorrupted"
+
+
 class AdaptSettings(BaseModel):
     """What a run adapts, from what, and how (the ``[adapt]`` table of its ``config.toml``);
     the defaults are what runs that did not record them used."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    method: Literal["noise2sim-neighbour-slices", "recorrupted-low-dose"] = METHOD
+    method: Literal["noise2sim-neighbour-slices", "recorrupted-low-dose", "recorrupted-measured-noise"] = METHOD
     series_dir: str
     series: str
     from_model: str
@@ -225,7 +257,7 @@ class AdaptRun(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     adapt: AdaptSettings
     pairs: PairConfig
-    noise: NoiseModel | None = None
+    noise: Annotated[NoiseModel | MeasuredNoise, Field(discriminator="kind")] | None = None
 
     def with_budget(self, minutes: float | None, epochs: int | None) -> AdaptRun:
         return self.model_copy(update={"adapt": self.adapt.model_copy(update={"minutes": minutes, "epochs": epochs})})
@@ -356,6 +388,26 @@ def _saved_run(last: Path) -> AdaptRun:
         raise UsageError(f"{model_paths(last)[1]}: not a readable adapt checkpoint ({reason})") from None
 
 
+def _neighbours_allowed(root: Path, choice: str | None) -> bool:
+    """Whether the series to adapt to has slices close and even enough for neighbour pairs (the
+    other checks are made, with their messages, when the series is selected)."""
+    try:
+        select_series(root, choice, neighbours=True)
+    except UsageError as exc:
+        return not any(word in str(exc) for word in ("apart", "uneven", "duplicate", "unknown"))
+    return True
+
+
+def measured_noise(series: Series) -> MeasuredNoise:
+    """The series' own noise model (:func:`denoise.scanner_noise.measure_series`), or UsageError."""
+    from denoise.scanner_noise import measure_series
+
+    try:
+        return MeasuredNoise(model=measure_series(series).to_dict())
+    except ValueError as exc:
+        raise UsageError(f"the series' noise could not be measured ({exc}); state it with --noise-sd") from None
+
+
 def load_start_model(path) -> Denoiser:
     try:
         return Denoiser.load(path, ensemble=1)
@@ -422,10 +474,12 @@ def _val_loss(den: Denoiser, pairs) -> float:
 def run(series_dir, out, *, from_model=None, minutes: float | None = None, epochs: int | None = None,
         seed: int = 0, resume: bool = False, run_dir=None, series: str | None = None,
         show_progress: bool = True, pair_config: PairConfig | None = None, noise_sd: float | None = None,
-        dose_i0: float | None = None) -> AdaptResult:
+        dose_i0: float | None = None, method: str = "auto") -> AdaptResult:
     """Adapt to the series under ``series_dir`` and write the model ``out``; see the module docstring.
-    ``noise_sd`` (HU) or ``dose_i0`` (photons) choose the recorrupted method."""
-    opts = AdaptOptions.parse(minutes=minutes, epochs=epochs, seed=seed, noise_sd=noise_sd, dose_i0=dose_i0)
+    ``noise_sd`` (HU) or ``dose_i0`` (photons) choose the recorrupted method with that noise;
+    ``method`` (auto, neighbours, recorrupted) as ``--method``."""
+    opts = AdaptOptions.parse(minutes=minutes, epochs=epochs, seed=seed, noise_sd=noise_sd, dose_i0=dose_i0,
+                              method=method)
     minutes, epochs, seed, noise_sd, dose_i0 = opts.minutes, opts.epochs, opts.seed, opts.noise_sd, opts.dose_i0
     asked = epochs is not None or minutes is not None
     out = model_paths(out)[0].with_suffix("")
@@ -439,13 +493,22 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
     saved = _saved_run(last) if resume else None
     model_of_noise = saved.noise if saved is not None else None
     if model_of_noise is not None and stated and (
-            noise_sd != model_of_noise.sd_hu if noise_sd is not None else dose_i0 != model_of_noise.i0):
+            not isinstance(model_of_noise, NoiseModel)
+            or (noise_sd != model_of_noise.sd_hu if noise_sd is not None else dose_i0 != model_of_noise.i0)):
         raise UsageError(f"{run_dir} was started with {model_of_noise.option()}; resume it with the same (or no) "
                          "noise option")
-    method = RECORRUPTED if stated or model_of_noise is not None else METHOD
-    if saved is not None and saved.adapt.method != method:
-        raise UsageError(f"{run_dir} was started with the {saved.adapt.method} method; resume it "
-                         "with the same noise options or choose another --out")
+    if saved is not None:
+        method = saved.adapt.method
+        other = opts.method != "auto" and (opts.method == "neighbours") != (method == METHOD)
+        if other or (stated and method != RECORRUPTED):
+            raise UsageError(f"{run_dir} was started with the {method} method; resume it "
+                             "with the same noise options or choose another --out")
+    elif stated:
+        method = RECORRUPTED
+    else:
+        method = {"neighbours": METHOD, "recorrupted": MEASURED}.get(opts.method, METHOD)
+    if method == METHOD and opts.method == "auto" and saved is None:
+        method = METHOD if _neighbours_allowed(Path(series_dir), series) else MEASURED
     picked = select_series(Path(series_dir), series, neighbours=method == METHOD)
     den = load_start_model(from_model)
     start_meta = copy.deepcopy(den.metadata)
@@ -461,6 +524,8 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
     if method == RECORRUPTED and model_of_noise is None:
         model_of_noise = stated_noise(check_slices, picked.files[0].pixel_spacing, sd_hu=noise_sd, i0=dose_i0,
                                       rng=np.random.default_rng([seed, 7]))
+    elif method == MEASURED and model_of_noise is None:
+        model_of_noise = measured_noise(picked)
     config = AdaptRun(adapt=AdaptSettings(
         method=method, series_dir=str(series_dir), series=_series_label(picked), from_model=den.model_id,
         minutes=minutes, epochs=epochs, seed=seed, lr=LR if method == METHOD else LR_RECORRUPTED,
@@ -518,7 +583,7 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
         raise AdaptCheckFailed(
             f"the adapted model raised the noise on the check slices (noise SD {check['noise_sd_hu_before']} -> "
             f"{check['noise_sd_hu_after']} HU, as qa measures it): model not written; --resume with more "
-            f"--minutes{', or state a smaller --noise-sd' if method == RECORRUPTED else ''} (run folder {run_dir})")
+            f"--minutes{', or state a smaller --noise-sd' if method != METHOD else ''} (run folder {run_dir})")
     metadata = _model_metadata(out, start_meta, config, picked, rows, state.seconds, config.adapt.seed)
     metadata["adaptation"]["check"] = check
     model_path = save_model(out, den.model, metadata=metadata)

@@ -160,19 +160,20 @@ def _not_ct(folder):
 
 
 BAD = {
-    "single slice": (_single, "at least 3"),
-    "mixed series": (_mixed, "--series"),
-    "uneven spacing": (_uneven, "uneven"),
-    "too thick": (_thick, "too far"),
-    "not CT": (_not_ct, "no CT series"),
+    "single slice": (_single, "at least 3", ()),
+    "mixed series": (_mixed, "--series", ()),
+    "uneven spacing": (_uneven, "uneven", ("--method", "neighbours")),
+    "too thick": (_thick, "too far", ("--method", "neighbours")),
+    "not CT": (_not_ct, "no CT series", ()),
+    "neighbours told a noise": (_thick, "takes no --noise-sd", ("--method", "neighbours", "--noise-sd", 5)),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_is_refused_with_exit_2_and_nothing_written(case, tmp_path):
-    build, reason = BAD[case]
+    build, reason, options = BAD[case]
     build(tmp_path / "in")
-    res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "out" / "m", "--epochs", 1, "--quiet")
+    res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "out" / "m", "--epochs", 1, "--quiet", *options)
     assert res.exit_code == 2, res.output
     assert reason in res.output and "Traceback" not in res.output
     assert not (tmp_path / "out").exists()
@@ -346,9 +347,9 @@ def test_a_saved_run_config_that_does_not_validate_is_refused_in_one_line(tmp_pa
     assert "\n" not in str(err.value) and "adapt.series_dir" in str(err.value)
 
 
-def test_thick_slices_need_a_stated_noise(tmp_path):
+def test_thick_slices_take_a_stated_noise(tmp_path):
     _thick(tmp_path / "in")
-    res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "m", "--epochs", 1, "--quiet")
+    res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "m", "--epochs", 1, "--quiet", "--method", "neighbours")
     assert res.exit_code == 2 and "--noise-sd" in res.output, res.output
     res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "m", "--epochs", 1, "--dose", 2e4, "--quiet")
     assert res.exit_code == 0, res.output
@@ -421,3 +422,20 @@ def test_adapt_options_are_a_typed_model_with_one_line_errors():
         with pytest.raises(UsageError, match=reason.replace("-", r"\-")) as caught:
             adapt_job.AdaptOptions.parse(**values)
         assert "\n" not in str(caught.value)
+
+
+def test_told_nothing_on_thick_slices_adapt_measures_the_series_noise(tmp_path):
+    """Where neighbours are too far apart, adapt measures the series' own noise (its spectrum and SD
+    map) and trains on recorrupted pairs of it; --method recorrupted asks for it on any series."""
+    write_noisy_series(tmp_path / "in", 6, image=np.full((96, 96), 40.0), gap_mm=5.0)
+    res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "m", "--epochs", 1, "--quiet")
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "m.json").read_text())["metadata"]["adaptation"]
+    assert record["method"] == adapt_job.MEASURED and record["noise_model"]["kind"] == "measured"
+    assert record["noise_model"]["model"]["noise_sd_hu"] == pytest.approx(20.0, rel=0.15)  # the series' 20 HU
+    assert "--method recorrupted" in json.loads((tmp_path / "m.json").read_text())["metadata"]["reproduce"][0]
+    res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "m", "--epochs", 2, "--resume", "--quiet")
+    assert res.exit_code == 0, res.output  # resumed with the noise it measured
+    res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "m", "--epochs", 3, "--resume", "--quiet",
+                 "--noise-sd", 5)
+    assert res.exit_code == 2 and "was started with --method recorrupted" in res.output
