@@ -1,10 +1,10 @@
-"""Loopback DICOM peers for the benchmarks: a ``ct-denoise serve`` node and an
-Orthanc archive, each started in a subprocess on 127.0.0.1 and stopped by its
-PID, and dcmtk's storescu as the sender.
+"""Loopback DICOM peers: a ``ct-denoise serve`` node and an Orthanc archive,
+each started in a subprocess on 127.0.0.1 and stopped by its PID, and dcmtk's
+storescu as the sender.
 
 Only the installed package is used (the node runs as ``python -m denoise``),
-so a benchmark runs from any folder. The tests keep their own peers
-(``tests/peers.py``).
+so a benchmark runs from any folder. The tests take these peers from here and
+add their own senders and checks (``tests/peers.py``).
 """
 
 from __future__ import annotations
@@ -83,15 +83,31 @@ class Archive:
     def address(self) -> str:
         return f"{self.aet}@127.0.0.1:{self.dicom_port}"
 
+    def sop_uids(self) -> list[str]:
+        """SOP Instance UIDs of every instance stored (one entry per stored instance)."""
+        return [self.get(f"/instances/{i}/simplified-tags")["SOPInstanceUID"] for i in self.get("/instances")]
+
+    def file(self, sop_uid: str) -> bytes:
+        found = self.post("/tools/find", {"Level": "Instance", "Query": {"SOPInstanceUID": sop_uid}})
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/instances/{found[0]}/file",
+                                    timeout=10) as reply:
+            return reply.read()
+
+    def post(self, path: str, body: dict):
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return json.loads(reply.read())
+
     def get(self, path: str):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as reply:
             return json.loads(reply.read())
 
 
 @contextmanager
-def orthanc(tmp: Path, aet: str = "ARCHIVE"):
+def orthanc(tmp: Path, aet: str = "ARCHIVE", dicom_port: int | None = None):
     """An Orthanc on 127.0.0.1 with its storage under ``tmp``; killed by PID on exit."""
-    dicom_port, http_port = free_port(), free_port()
+    dicom_port, http_port = dicom_port or free_port(), free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     config = {"Name": "ct-denoise-benchmark", "StorageDirectory": str(tmp / "storage"),
               "IndexDirectory": str(tmp / "storage"), "DicomAet": aet, "DicomPort": dicom_port,
@@ -130,18 +146,24 @@ class Node:
         path = self.out / "node.log"
         return path.read_text() if path.is_file() else ""
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM (a drain), then SIGKILL if it does not end; returns the exit code."""
         return stop_by_pid(self.proc, timeout)
 
 
-def start_node(out: Path, *args: str, aet: str = "CTDENOISE", timeout: float = 60) -> Node:
+def start_node(out: Path, *args: str, port: int | None = None, aet: str = "CTDENOISE", preexec_fn=None,
+               timeout: float = 60) -> Node:
     """``ct-denoise serve`` (``python -m denoise serve``, ``$PYTHON`` else this
     interpreter) in a subprocess on 127.0.0.1; returns once it listens."""
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen([os.environ.get("PYTHON", sys.executable), "-m", "denoise", "serve", "--out", str(out),
                              "--aet", aet, "--port", str(port), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=preexec_fn)
     node = Node(proc, port, out, aet)
     deadline = time.monotonic() + timeout
     while True:
