@@ -95,3 +95,38 @@ def test_a_2d_model_warm_started_into_25d_computes_what_it_did_whole_and_tiled(t
         np.testing.assert_allclose(den(hu[1], [hu[0], hu[2]]), plain(hu[1]), rtol=1e-5, atol=2e-3)
     grown.parameters()["encoder.0.conv0.weight"][:, :, 2, :] = 0.1  # now it looks at slice k+1
     assert not np.allclose(den(hu[1], [hu[0], hu[2]]), den(hu[1], [hu[0], hu[1]]))
+
+
+def test_denoise_gives_a_25d_model_each_slices_neighbours_and_a_single_file_none(tmp_path):
+    """``ct-denoise denoise`` with a 2.5-D model: a slice of an even thin series is denoised with the
+    slices before and after it; the same slice given alone is denoised without them."""
+    import shutil
+
+    import pydicom
+    from typer.testing import CliRunner
+
+    import cli
+    from denoise.dicom.pixels import load_ct
+    from denoise.nn import save_model
+
+    den = _denoiser(1, seed=5)
+    den.model.parameters()["encoder.0.conv0.weight"][:, :, 1:, :] += 0.05  # make the neighbours matter
+    save_model(tmp_path / "m25", den.model, metadata={"normalization": HUWindow().to_dict()})
+    write_noisy_series(tmp_path / "series", 4, image=np.full((32, 32), 40.0))
+    runner = CliRunner()
+    res = runner.invoke(cli.app, ["denoise", str(tmp_path / "series"), str(tmp_path / "out"), "--model",
+                                  str(tmp_path / "m25"), "--ensemble", "1"])
+    assert res.exit_code == 0, res.output
+    files = sorted((tmp_path / "series").iterdir())
+    hu = np.stack([load_ct(f).hu[0] for f in files])
+    loaded = Denoiser.load(tmp_path / "m25", ensemble=1)
+    written = load_ct(tmp_path / "out" / files[1].name).hu[0]
+    np.testing.assert_allclose(written, loaded(hu[1], [hu[0], hu[2]]), atol=1.0)  # stored as integers
+    assert np.abs(written - loaded(hu[1])).max() > 2.0  # the neighbours changed the result
+    assert "neighbour slice" in pydicom.dcmread(tmp_path / "out" / files[1].name).DerivationDescription
+    (tmp_path / "one").mkdir()
+    shutil.copy(files[1], tmp_path / "one" / files[1].name)
+    res = runner.invoke(cli.app, ["denoise", str(tmp_path / "one"), str(tmp_path / "out1"), "--model",
+                                  str(tmp_path / "m25"), "--ensemble", "1"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(load_ct(tmp_path / "out1" / files[1].name).hu[0], loaded(hu[1]), atol=1.0)
