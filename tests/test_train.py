@@ -238,3 +238,28 @@ def test_scan_matched_noise_is_the_measured_models_at_the_drawn_dose(tmp_path):
     x, clean = patches.batch()
     added = float((x - clean).std()) / window.sigma_to_model(1.0)
     assert added == pytest.approx(20.0, rel=0.15)
+
+
+def test_a_checkpoint_carried_alone_resumes_as_the_whole_run_folder(tmp_path, tiny_manifest):
+    """A run longer than a session commits only checkpoints/last.*; on another machine that file
+    pair alone resumes the run (its config and log come from the checkpoint) to the same weights."""
+    config = write_config(tmp_path, tiny_manifest, epochs=3)
+    train_job.run(config, tmp_path / "whole", show_progress=False)
+    partial = tmp_path / "partial"
+
+    def stop(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_job.run(config, partial, show_progress=False, on_epoch=stop)
+    carried = tmp_path / "carried"
+    (carried / "checkpoints").mkdir(parents=True)
+    for name in ("last.npz", "last.json"):
+        (carried / "checkpoints" / name).write_bytes((partial / "checkpoints" / name).read_bytes())
+    result = train_job.run(None, carried, resume=True, show_progress=False)
+    assert result.epochs_done == 3 and [r["epoch"] for r in result.log] == [1, 2, 3]
+    a, _, _ = load_model(tmp_path / "whole" / "checkpoints" / "last")
+    b, _, _ = load_model(carried / "checkpoints" / "last")
+    for (name, wa), wb in zip(a.parameters().items(), b.parameters().values(), strict=True):
+        np.testing.assert_array_equal(wa, wb, err_msg=name)
