@@ -10,7 +10,9 @@ The rules every batch job follows:
   only replaced with ``force``;
 * one bad file is reported with a one-line reason and the batch goes on;
 * files are streamed one at a time (optionally in worker processes), never
-  loaded all at once.
+  loaded all at once;
+* a single input file given an output path ending in ``.dcm`` (not an
+  existing folder) is written to that file, by the same rules.
 
 Exit codes (:attr:`BatchReport.exit_code`): 0 every CT file has its output,
 1 at least one file failed, 3 no CT image was found in the input.
@@ -76,6 +78,7 @@ class FileOutcome:
     reason: str = ""
     seconds: float = 0.0  # time spent on this file (0 for files skipped at the scan)
     retry: bool = False  # failed for want of a resource (the output could not be written): may succeed later
+    frames: int = 0  # slices the file held (written or already done; 0 where it was not read)
 
 
 @dataclass
@@ -98,6 +101,9 @@ class BatchReport:
                 f"{self.count('failed')} failed, {self.count('ignored')} ignored (not HU CT images)")
 
     seconds: float = 0.0  # wall time of the whole batch
+    to_file: bool = False  # ``output`` is the one file written (a single input file, OUTPUT ending in .dcm)
+    with_neighbours: int = 0  # files planned with neighbour slices (their series gives a 2.5-D model some)
+    settings: dict = field(default_factory=dict)  # what the operation ran with (the job fills it in)
 
     def to_dict(self) -> dict:
         """The JSON summary: counts, per-file outcome and output path, timings, exit code."""
@@ -105,7 +111,7 @@ class BatchReport:
         for o in self.outcomes:
             path = None
             if o.status in ("written", "exists"):
-                path = str(output_path(Path(self.output), PurePosixPath(o.relpath)))
+                path = self.output if self.to_file else str(output_path(Path(self.output), PurePosixPath(o.relpath)))
             files.append({"file": o.relpath, "status": o.status, "reason": o.reason or None, "output": path,
                           "seconds": round(o.seconds, 4)})
         return {"input": self.input, "output": self.output,
@@ -124,12 +130,25 @@ class FileJob:
     neighbours: tuple[Path | None, ...] = ()  # denoise.neighbours.Neighbourhood.paths of the slice
 
 
+def output_file(input_path: Path, output: Path) -> Path | None:
+    """The one file to write, when ``input_path`` is a file and ``output`` ends in ``.dcm`` and is not
+    an existing folder (``denoise scan.dcm out/scan-dn.dcm``); None: ``output`` is the output folder."""
+    if Path(input_path).is_file() and Path(output).suffix.lower() == ".dcm" and not Path(output).is_dir():
+        return Path(output)
+    return None
+
+
 def check_paths(input_path: Path, output_root: Path) -> None:
     """Refuse output locations that would write into (or over) the input."""
     if not input_path.exists():
         raise UsageError(f"{input_path}: no such file or folder")
     src = input_path.resolve()
     out = output_root.resolve()
+    if output_file(input_path, output_root) is not None:
+        if out == src:
+            raise UsageError(f"{output_root}: writing there would overwrite the input file {input_path}")
+        check_writable(output_root.parent)
+        return
     if output_root.exists() and not output_root.is_dir():
         raise UsageError(f"{output_root}: output must be a folder, not a file")
     if src.is_dir() and (out == src or src in out.parents):
@@ -162,8 +181,9 @@ def check_writable(output_root: Path) -> None:
         raise UsageError(f"{output_root}: cannot write the output there: {cause}") from exc
 
 
-def plan(result: ScanResult, output_root: Path) -> tuple[list[FileJob], list[FileOutcome]]:
-    """One job per CT file; skipped inputs become outcomes straight away."""
+def plan(result: ScanResult, output_root: Path, file: Path | None = None) -> tuple[list[FileJob], list[FileOutcome]]:
+    """One job per CT file; skipped inputs become outcomes straight away. ``file``: the one
+    output file of a single input file (:func:`output_file`), instead of a path under ``output_root``."""
     jobs, outcomes = [], []
     for skipped in result.skipped:
         status = "failed" if skipped.bad else "ignored"
@@ -172,7 +192,8 @@ def plan(result: ScanResult, output_root: Path) -> tuple[list[FileJob], list[Fil
         around = neighbourhood(series).paths
         for ct in series.files:
             try:
-                jobs.append(FileJob(ct, output_path(output_root, ct.relpath), around.get(ct.path, ())))
+                target = file if file is not None else output_path(output_root, ct.relpath)
+                jobs.append(FileJob(ct, target, around.get(ct.path, ())))
             except ValueError as exc:
                 outcomes.append(FileOutcome(str(ct.relpath), "failed", str(exc)))
     return jobs, outcomes
@@ -213,7 +234,7 @@ def process_file(job: FileJob, transform: Transform, *, force: bool) -> FileOutc
         extra = uid_entropy(transform, job.source)
         if job.output.exists() and not force:
             if is_done(job, expected_sop_uid(image.dataset, image.rescales, transform.derivation, extra)):
-                return FileOutcome(rel, "exists", seconds=time.perf_counter() - t0)
+                return FileOutcome(rel, "exists", seconds=time.perf_counter() - t0, frames=len(image.hu))
             return FileOutcome(rel, "failed", f"output {job.output} exists and is not this "
                                "operation's result; use --force to overwrite it", time.perf_counter() - t0)
         context = getattr(transform, "context", 0)
@@ -232,7 +253,7 @@ def process_file(job: FileJob, transform: Transform, *, force: bool) -> FileOutc
                                time.perf_counter() - t0, retry=True)
     except Exception as exc:  # batch boundary: report the file, keep going
         return FileOutcome(rel, "failed", one_line(exc), time.perf_counter() - t0)
-    return FileOutcome(rel, "written", seconds=time.perf_counter() - t0)
+    return FileOutcome(rel, "written", seconds=time.perf_counter() - t0, frames=len(hu))
 
 
 _WORKER: dict = {}
@@ -330,7 +351,7 @@ def execute(jobs: list[FileJob], factory: TransformFactory, *, force: bool,
                 yield future.result()
             except BrokenProcessPool:  # a worker was killed (OOM, signal) or crashed: no result came back
                 if not existed[job.output] and job.output.exists():  # written (atomically) before the crash
-                    yield FileOutcome(str(job.source.relpath), "written")
+                    yield FileOutcome(str(job.source.relpath), "written", frames=job.source.n_frames)
                 else:
                     yield FileOutcome(str(job.source.relpath), "failed", "no result: a worker process died "
                                       "(killed or crashed) during the batch; run it again to finish")
@@ -347,9 +368,11 @@ def run_batch(input_path: str | os.PathLike, output_root: str | os.PathLike,
     CT whose values are not HU is ignored with its reason unless ``allow_non_hu``."""
     input_path, output_root = Path(input_path), Path(output_root)
     check_paths(input_path, output_root)
+    target = output_file(input_path, output_root)
     result = scan(input_path, allow_non_hu=allow_non_hu, on_file=on_scan)
-    jobs, outcomes = plan(result, output_root)
-    report = BatchReport(str(input_path), str(output_root))
+    jobs, outcomes = plan(result, output_root, target)
+    report = BatchReport(str(input_path), str(output_root), to_file=target is not None,
+                         with_neighbours=sum(bool(job.neighbours) for job in jobs))
     if on_plan is not None:
         on_plan(len(jobs))
     for outcome in outcomes:

@@ -24,7 +24,7 @@ from denoise import summaries, terminal
 from denoise.backend import DeviceError
 from denoise.batch import EXIT_NOTHING, EXIT_PARTIAL, UsageError
 from denoise.node.admit import DEFAULT_MAX_PIXELS
-from denoise.terminal import batch_progress, finish, present, refused, show
+from denoise.terminal import batch_progress, command, finish, present, refused, show
 
 app = typer.Typer(
     help="Denoise CT DICOM with a NumPy convolutional autoencoder.\n\n"
@@ -40,9 +40,8 @@ app = typer.Typer(
 def main(
     version: Annotated[bool, Opt("--version", callback=terminal.show_version, is_eager=True,
                                  help="Print the version and the bundled model's id, then exit.")] = False,
-    verbose: Annotated[bool, Opt("-v", "--verbose", help="Log more: DEBUG records, pydicom's warnings per file, "
-                                 "tracebacks of internal errors.")] = False,
-    quiet: Annotated[bool, Opt("-q", "--quiet", help="Log only warnings and errors.")] = False,
+    verbose: Annotated[bool, Opt("-v", "--verbose", help=terminal.VERBOSE_HELP)] = False,
+    quiet: Annotated[bool, Opt("-q", "--quiet", help=terminal.QUIET_HELP)] = False,
 ):
     """Denoise CT DICOM with a NumPy convolutional autoencoder."""
     terminal.configure_logging(verbose=verbose, quiet=quiet)
@@ -69,15 +68,17 @@ Ensemble = Annotated[int, Opt(min=1, max=8, help="Average the model over 1, 2 (a
 NoiseSD = Annotated[float | None, Opt(
     "--noise-sd", help="HU of noise the input holds, to remove (as BM3D is given its sigma); 0 leaves the image as it "
     "is. Default: the network judges it from the image. Needs a model with a noise-level input.")]
-NoBar = Annotated[bool, Opt("--quiet", help="No progress bar.")]
 
 
-@app.command()
+@command(app, "ct-denoise info scans/", "ct-denoise info scans/ --json series.json")
 def info(
     path: Annotated[Path, Arg(help="DICOM file or folder (scanned recursively).")],
     json_out: JsonOut = None,
 ):
-    """List the CT series found (no patient identifiers) and the skipped files with reasons."""
+    """List the CT series under PATH and the files skipped.
+
+    No patient identifiers. # is the number `adapt --series` takes (for the same PATH); the shortened UID
+    is in full in --json. The scan's facts are as its headers state them ("-": not stated)."""
     from pipelines import info as job
 
     with refused(FileNotFoundError):
@@ -85,10 +86,10 @@ def info(
     raise finish(json_out, summaries.info(summary))
 
 
-@app.command()
+@command(app, "ct-denoise noise scans/ noisy/ --sigma 50", "ct-denoise noise scans/ low/ --dose 1e5 --clean-out clean/")
 def noise(
     input: Annotated[Path, Arg(help="DICOM file or folder.")],
-    output: Annotated[Path, Arg(help="Output folder (mirrors input paths).")],
+    output: Annotated[Path, Arg(help="Output folder (mirrors input paths), or a .dcm file for one INPUT file.")],
     sigma: Annotated[float | None, Opt(help="Gaussian noise sigma in HU.")] = None,
     dose: Annotated[float | None, Opt(
         help="Low-dose simulation: incident photons I0 per detector bin and view (e.g. 1e5).")] = None,
@@ -103,7 +104,9 @@ def noise(
     allow_non_hu: AllowNonHU = False,
     json_out: JsonOut = None,
 ):
-    """Write noisy copies of CT files as a derived DICOM series (--sigma, --dose or --matched)."""
+    """Write noisy copies of CT files.
+
+    One derived series per input series: Gaussian (--sigma), low-dose (--dose) or scan-matched (--matched)."""
     from pipelines import noise as job
 
     with refused(UsageError):
@@ -119,10 +122,11 @@ def noise(
     raise finish(json_out, summaries.noise(reports))
 
 
-@app.command()
+@command(app, "ct-denoise denoise scans/ denoised/", "ct-denoise denoise scan.dcm out/scan-dn.dcm --strength medium")
 def denoise(
     input: Annotated[Path, Arg(help="DICOM file or folder (scanned recursively).")],
-    output: Annotated[Path, Arg(help="Output folder (mirrors input paths; never inside INPUT).")],
+    output: Annotated[Path, Arg(help="Output folder (mirrors input paths; not inside INPUT), or a .dcm file for one "
+                                "INPUT file.")],
     model: ModelFile = None,
     workers: Workers = 1,
     force: Annotated[bool, Opt(help="Overwrite outputs that are not this model's result.")] = False,
@@ -139,7 +143,9 @@ def denoise(
     allow_non_hu: AllowNonHU = False,
     json_out: JsonOut = None,
 ):
-    """Denoise CT DICOM with the NumPy autoencoder; writes one derived series per input series."""
+    """Denoise CT DICOM with the NumPy autoencoder.
+
+    Writes one derived series per input series; --json records the model and every setting."""
     from pipelines import denoise_folder as job
 
     with refused(UsageError):
@@ -152,13 +158,14 @@ def denoise(
     raise finish(json_out, summaries.batch(report, "denoise"))
 
 
-@app.command()
+@command(app, "ct-denoise evaluate clean/ denoised/", "ct-denoise evaluate clean/ out/ --noisy in/ --baselines nlm,tv")
 def evaluate(
     reference: Annotated[Path, Arg(help="Reference (clean) DICOM file or folder.")],
     test: Annotated[Path, Arg(help="Test (noisy or denoised) DICOM file or folder.")],
     match: Annotated[Match, Opt(help="Pair files by: path (relative path), sop (SourceImageSequence/SOP UID) or "
         "position.")] = Match.path,
-    window: Annotated[tuple[float, float], Opt(help="Metric window in HU, mapped to [0, 1].")] = (-1000.0, 1000.0),
+    window: Annotated[tuple[float, float], Opt(metavar="LOW HIGH", help="Metric window, HU, mapped to [0, 1].")] = (
+        -1000.0, 1000.0),
     mask: Annotated[bool, Opt("--mask", help="Score only the body (exclude air outside the patient).")] = False,
     json_out: JsonOut = None,
     noisy: Annotated[Path | None, Opt(help="The noisy inputs (file or folder) that TEST was made from; scored too, and "
@@ -167,7 +174,9 @@ def evaluate(
         "(bm3d needs pip install .[bm3d]; its licence allows non-commercial use only).")] = None,
     label: Annotated[str, Opt(help="Name of TEST in the comparison table.")] = "test",
 ):
-    """PSNR, SSIM, RMSE (HU) and MSE per matched file and their mean; with --noisy/--baselines one
+    """Score TEST against a clean REFERENCE: PSNR, SSIM, RMSE.
+
+    PSNR, SSIM, RMSE (HU) and MSE per matched file and their mean; with --noisy/--baselines one
     table comparing TEST with the noisy input and classical denoisers."""
     from pipelines import evaluate as job
 
@@ -180,7 +189,7 @@ def evaluate(
     raise finish(json_out, summaries.evaluation(result, reference, test, match))
 
 
-@app.command()
+@command(app, "ct-denoise qa scans/", "ct-denoise qa scans/ denoised/ --json qa/qa.json")
 def qa(
     before: Annotated[Path, Arg(help="DICOM file or folder (scanned recursively).")],
     after: Annotated[Path | None, Arg(
@@ -188,12 +197,13 @@ def qa(
     match: Annotated[Match, Opt(help="Pair AFTER with BEFORE by: path (relative path), sop (SourceImageSequence/SOP "
         "UID) or position.")] = Match.path,
     json_out: JsonOut = None,
-    roi: Annotated[list[str] | None, Opt("--roi", help="x,y,w,h: a pixel ROI (x column, y row of its top-left pixel) "
-        "for noise SD and NPS instead of the automatic soft-tissue regions; repeat for several.")] = None,
+    roi: Annotated[list[str] | None, Opt("--roi", metavar="X,Y,W,H", help="A pixel ROI (x column, y row of its "
+        "top-left pixel) for noise SD and NPS, not the automatic soft-tissue regions; repeat for several.")] = None,
 ):
-    """Noise SD (HU), noise texture (NPS peak and mean frequency, cycles/mm) and edge sharpness (10-90 %
-    width, mm) measured on the images alone; with AFTER, before vs after on the same regions and edges,
-    and the residual BEFORE - AFTER."""
+    """Measure noise, its texture and sharpness, no reference.
+
+    Noise SD (HU), NPS peak and mean frequency (cycles/mm) and 10-90 % edge width (mm) on the images alone;
+    with AFTER, before vs after on the same regions and edges, and the residual BEFORE - AFTER."""
     from pipelines import qa as job
 
     with refused(FileNotFoundError, ValueError):
@@ -203,26 +213,28 @@ def qa(
     raise finish(json_out, summaries.qa(result, before, after, json_out))
 
 
-manifest_app = typer.Typer(help="Build data-set manifests (files, SHA-256, series, patient split).",
-                           no_args_is_help=True)
+manifest_app = typer.Typer(help="Build data-set manifests split by patient.\n\nA manifest lists files, SHA-256, "
+                           "series and the patient split.", no_args_is_help=True)
 app.add_typer(manifest_app, name="manifest")
 
 
-@manifest_app.command("build")
+@command(manifest_app, "ct-denoise manifest build data/ --out mine.json --test-from data/held-out", name="build")
 def manifest_build(
-    folders: Annotated[list[Path], Arg(help="One or more folders of CT DICOM.")],
+    folders: Annotated[list[Path], Arg(metavar="FOLDER", help="One or more folders of CT DICOM.")],
     out_path: Annotated[Path, Opt("--out", help="Manifest JSON to write, e.g. data_manifests/NAME.json")],
     val: Annotated[float, Opt(min=0.0, max=1.0, help="Fraction of patients for validation.")] = 0.15,
     test: Annotated[float, Opt(min=0.0, max=1.0, help="Fraction of patients for testing.")] = 0.15,
     seed: Annotated[int, Opt(help="Seed of the patient shuffle.")] = 0,
     test_from: Annotated[list[Path] | None, Opt(
-        help="Hold out for testing every patient with a file under this folder (repeat the option).")] = None,
+        metavar="FOLDER", help="Hold out for testing every patient with a file under FOLDER (repeat it).")] = None,
     val_from: Annotated[list[Path] | None, Opt(
-        help="Put every patient with a file under this folder into validation (repeat the option).")] = None,
+        metavar="FOLDER", help="Put every patient with a file under FOLDER into validation (repeat it).")] = None,
     json_out: JsonOut = None,
 ):
-    """Scan folders and write a manifest split into train/val/test by patient (never by slice).
-    --test-from / --val-from choose patients by folder; --val / --test split the others at random."""
+    """Write a manifest of CT folders, split by patient.
+
+    Split into train/val/test by patient (never by slice): --test-from / --val-from choose patients by
+    folder; --val / --test split the others at random."""
     from denoise.manifest import ManifestError
     from pipelines import manifest as job
 
@@ -231,7 +243,7 @@ def manifest_build(
     raise finish(json_out, summaries.manifest(manifest, out_path))
 
 
-@app.command()
+@command(app, "ct-denoise train --config quick_chest --out runs/quick", "ct-denoise train --out runs/quick --resume")
 def train(
     config: Annotated[Path | None, Opt(help="Run config: a TOML file, or the name of a bundled one (default_ct, "
         "kernels_ct, quick_chest, default_ct_finetune).")] = None,
@@ -243,10 +255,11 @@ def train(
     seed: Annotated[int | None, Opt(help="Override training.seed.")] = None,
     device: Annotated[Device | None, Opt(help="cpu, or gpu (needs CuPy).")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
-    quiet: NoBar = False,
     json_out: JsonOut = None,
 ):
-    """Train the NumPy autoencoder on a manifest's training split (validated on its val split)."""
+    """Train the autoencoder on a manifest's training split.
+
+    Validated on the manifest's val split; the run folder holds checkpoints, logs and a progress GIF."""
     from denoise.config import ConfigError, train_overrides
     from denoise.manifest import ManifestError
     from denoise.nn import ModelFileError
@@ -255,11 +268,11 @@ def train(
     overrides = train_overrides(epochs=epochs, lr=lr, patch_size=patch_size, batch_size=batch_size, seed=seed,
                                 device=device)
     with refused(ConfigError, ManifestError, ModelFileError, job.RunFolderError, DeviceError):
-        result = job.run(config, out_dir, overrides=overrides, resume=resume, show_progress=not quiet)
+        result = job.run(config, out_dir, overrides=overrides, resume=resume, show_progress=terminal.progress_shown())
     raise finish(json_out, summaries.train(result))
 
 
-@app.command()
+@command(app, "ct-denoise adapt series/ --out models/mine", "ct-denoise adapt study/ --series 2 --out models/mine")
 def adapt(
     series_dir: Annotated[Path, Arg(help="Folder of one (or, with --series, more) noisy CT series.")],
     out_path: Annotated[Path, Opt("--out", help="Model path stem to write (.npz + .json).")],
@@ -268,7 +281,7 @@ def adapt(
     epochs: Annotated[int | None, Opt(min=1, help="Train this many epochs instead of a time budget.")] = None,
     seed: Annotated[int, Opt(help="Random seed.")] = 0,
     series: Annotated[str | None, Opt(
-        help="Which series, when the folder holds several: its number in `ct-denoise info` or its UID.")] = None,
+        help="Which series, when the folder holds several: its # in `ct-denoise info SERIES_DIR` or its UID.")] = None,
     run_dir: Annotated[Path | None, Opt("--run", help="Run folder (default: <out>.run beside the model).")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue the run from its last checkpoint.")] = False,
     noise_sd: Annotated[float | None, Opt("--noise-sd", help="The noise to remove, HU: what your low-dose protocol "
@@ -278,9 +291,10 @@ def adapt(
         "view (as `noise --dose` simulates it); recorrupted method.")] = None,
     method: Annotated[AdaptMethod, Opt(help="neighbours (slices k+-d), recorrupted (with --noise-sd/--dose, or the "
         "noise measured on the series) or auto: neighbours where slices allow, else recorrupted.")] = "auto",
-    quiet: NoBar = False,
 ):
-    """Adapt a model to your own scanner from one noisy series, no clean images needed. By default
+    """Adapt a model to your scanner from one noisy series.
+
+    No clean images needed. By default
     self-supervised on neighbour slices (as in Noise2Sim); with --noise-sd or --dose, on recorrupted
     pairs of the noise you name. Then use it with `denoise --model OUT`."""
     from denoise.dicom.pixels import PixelDataError
@@ -288,12 +302,12 @@ def adapt(
 
     with refused(UsageError, PixelDataError, DeviceError), refused(job.AdaptCheckFailed, code=EXIT_PARTIAL):
         result = job.run(series_dir, out_path, from_model=from_model, minutes=minutes, epochs=epochs, seed=seed,
-                         resume=resume, run_dir=run_dir, series=series, show_progress=not quiet,
+                         resume=resume, run_dir=run_dir, series=series, show_progress=terminal.progress_shown(),
                          noise_sd=noise_sd, dose_i0=dose, method=str(method))
     show([job.summary(result)])
 
 
-@app.command()
+@command(app, "ct-denoise serve --out node/ --forward PACS@10.0.0.5:104", "ct-denoise serve --status node/")
 def serve(
     out_dir: Annotated[Path | None, Opt(
         "--out", help="Node folder: spool, queue, derived series and node.log.")] = None,
@@ -302,9 +316,9 @@ def serve(
     bind: Annotated[str, Opt(
         help="Address to listen on; 127.0.0.1 by default (opening to the network is your choice).")] = "127.0.0.1",
     forward: Annotated[list[str] | None, Opt(
-        help="Send each derived series here, AET@HOST:PORT; repeat for several destinations.")] = None,
+        metavar="AET@HOST:PORT", help="Send each derived series to this node; repeat for several nodes.")] = None,
     allow: Annotated[list[str] | None, Opt(
-        help="Accept associations only from this calling AE title; repeat for several.")] = None,
+        metavar="AET", help="Accept associations only from this calling AE title; repeat for several.")] = None,
     series_timeout: Annotated[float, Opt(
         help="A series is complete when nothing new arrived for this many seconds.")] = 10.0,
     model: ModelFile = None,
@@ -328,10 +342,12 @@ def serve(
         "that sends a larger one is dropped.")] = 16382,
     drain: Annotated[float, Opt(
         min=0.001, help="Seconds open associations get to finish after SIGTERM/SIGINT.")] = 30.0,
-    status_of: Annotated[Path | None, Opt("--status", help="Show the queue of the node folder DIR and exit.")] = None,
+    status_of: Annotated[Path | None, Opt("--status", metavar="DIR", help="Show node folder DIR's queue.")] = None,
     json_out: JsonOut = None,
 ):
-    """Run a DICOM node: receive CT (C-STORE, C-ECHO), denoise each complete series, forward the derived series."""
+    """Run a DICOM node that denoises the series it receives.
+
+    Receives CT (C-STORE, C-ECHO), denoises each complete series, forwards the derived series."""
     from pipelines import serve as job
 
     if status_of is not None:
@@ -348,15 +364,17 @@ def serve(
     raise typer.Exit(code)
 
 
-@app.command("export-model")
+@command(app, "ct-denoise export-model runs/quick --out models/quick", name="export-model")
 def export_model(
     run_dir: Annotated[Path, Arg(help="Training run folder (from `train --out`).")],
     out_path: Annotated[Path, Opt("--out", help="Model path stem, e.g. denoise/models/default_ct")],
     checkpoint: Annotated[str, Opt(help="Which checkpoint: best or last.")] = "best",
-    reproduce: Annotated[list[str] | None, Opt(help="Commands that reproduce the run, recorded in the metadata (repeat "
-        "the option; default: the train and export commands for the run's config).")] = None,
+    reproduce: Annotated[list[str] | None, Opt(metavar="COMMAND", help="Commands that reproduce the run, recorded "
+        "in the metadata (repeat the option; default: the train and export commands for the run's config).")] = None,
 ):
-    """Export a run's checkpoint as a model file (.npz weights + .json metadata with provenance)."""
+    """Export a run's checkpoint as a model file.
+
+    Writes the .npz weights and the .json metadata with their provenance."""
     from denoise.nn import ModelFileError
     from pipelines import export as job
 
@@ -365,30 +383,34 @@ def export_model(
     raise finish(None, summaries.written("model", path, " (+ .json)"))
 
 
-@app.command()
+@command(app, "ct-denoise report runs/eval --out runs/eval/report", "ct-denoise report qa/ --out qa/report")
 def report(
     source: Annotated[Path, Arg(
         help="Training run folder, evaluation folder (evaluation.json) and/or qa result (qa.json, or the file).")],
     out_dir: Annotated[Path, Opt("--out", help="Folder for index.html and its images.")] = Path("report"),
     window: Annotated[tuple[float, float] | None, Opt(
-        help="Display window in HU for the pictures (default -160 240, soft tissue).")] = None,
+        metavar="LOW HIGH", help="Display window in HU for the pictures (default -160 240, soft tissue).")] = None,
+    force: Annotated[bool, Opt(help="Write the report into an --out folder that is not empty.")] = False,
 ):
-    """Assemble a self-contained HTML report: metric tables, noise SD / NPS / edge-width tables and plots,
-    progress GIF, before/after panels with residuals, scroll GIF."""
+    """Assemble a self-contained HTML report.
+
+    Metric tables, noise SD / NPS / edge-width tables and plots, progress GIF, before/after panels with
+    residuals, scroll GIF."""
     from pipelines import report as job
 
     with refused(FileNotFoundError, ValueError):
-        html = job.run(source, out_dir, window=window)
+        html = job.run(source, out_dir, window=window, force=force)
     raise finish(None, summaries.written("report", html))
 
 
-@app.command()
+@command(app, "ct-denoise demo", "ct-denoise demo --out demo_out")
 def demo(
     out_dir: Annotated[Path, Opt("--out", help="Folder for the demo's inputs and outputs.")] = Path("demo_out"),
     model: ModelFile = None,
 ):
-    """Quick start: noise -> denoise (bundled model) -> evaluate vs baselines -> HTML report, on the
-    sample CT that ships with pydicom/pydicom-data."""
+    """Quick start on pydicom's sample CT, to an HTML report.
+
+    noise -> denoise (bundled model) -> evaluate vs baselines -> HTML report; the CT ships with pydicom-data."""
     from pipelines import demo as job
 
     with refused(UsageError, ValueError):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from denoise.batch import EXIT_NOTHING, EXIT_OK
-from denoise.tables import METRICS, SERIES, TEXT, pick, qa_table, quality_table, table
+from denoise.tables import ACQUISITION, METRICS, SERIES, SERIES_DERIVED, TEXT, pick, qa_table, quality_table, table
 from denoise.terminal import to_stdout
 from denoise.text import printable
 
@@ -26,13 +26,14 @@ class Printout:
 
 
 def batch(report, command: str | None = None) -> Printout:
-    """A :class:`denoise.batch.BatchReport`: each file that failed or was ignored, then the counts."""
+    """A :class:`denoise.batch.BatchReport`: each file that failed or was ignored, then the counts; the
+    JSON adds what the job ran with (``settings``: ``denoise`` records its model and every option)."""
     lines = [f"{'FAILED ' if o.status == 'failed' else 'ignored'} {o.relpath}: {o.reason}"
              for o in report.outcomes if o.status in ("failed", "ignored")]
     nothing = [f"nothing to do: no CT image found in {report.input}"] if report.exit_code == EXIT_NOTHING else []
     return Printout([*lines, f"{report.summary()} -> {report.output}"],
-                    {**({"command": command} if command else {}), **report.to_dict()}, report.exit_code,
-                    stderr=nothing)
+                    {**({"command": command} if command else {}), **report.to_dict(),
+                     **({"settings": report.settings} if report.settings else {})}, report.exit_code, stderr=nothing)
 
 
 def noise(reports: dict) -> Printout:
@@ -47,7 +48,10 @@ def noise(reports: dict) -> Printout:
 def info(summary: dict) -> Printout:
     """``ct-denoise info``: the series table, their warnings, the skipped files and the counts."""
     series = summary["series"]
-    lines = table(TEXT, "series", SERIES, [(row["series"], row) for row in series]).lines(right=False)
+    lines = table(TEXT, ("#", "series"), SERIES, [((str(r["index"]), r["series"]), r) for r in series]).lines(
+        right=False)
+    acquisition = [(str(r["index"]), {**r, **{k: f(r) for k, f in SERIES_DERIVED.items()}}) for r in series]
+    lines += ["", *table(TEXT, "#", ACQUISITION, acquisition).lines(right=False)] if series else []
     lines += [f"warning: series {row['series']}: {w}" for row in series for w in row["warnings"]]
     lines += [f"skipped {s['file']}: {s['reason']}" for s in summary["skipped"]]
     lines.append(f"{len(series)} series, {sum(r['slices'] for r in series)} slices, "

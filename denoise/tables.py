@@ -117,10 +117,23 @@ CHANGE = (Column("noise_reduction_pct", "noise reduction", "%", ".0f"),
 # ... and the residual, what it removed (qa: before - after; evaluate: noisy input - output)
 RESIDUAL = (Column("residual_sd_hu", "residual SD", "HU", ".1f", short="resid SD HU"),
             Column("residual_structure", "residual structure", fmt=".2f", short="resid struct"))
-# info: one row per series (after its name)
-SERIES = (Column("slices", "slices"), Column("size", "size"),
-          Column("pixel_spacing_mm", "pixel", "mm", _spacing), Column("slice_spacing_mm", "gap", "mm", ".3g"),
+def _scanner(record: Mapping) -> str:
+    return " ".join(p for p in (record.get("manufacturer"), record.get("model")) if p)
+
+
+# info: one row per series (after its number in the listing, what adapt --series takes, and its shortened
+# UID): what it is and its geometry ...
+SERIES = (Column("series_number", "series no.", short="no."), Column("slices", "slices"), Column("size", "size"),
+          Column("pixel_spacing_mm", "pixel", "mm", _spacing),
+          Column("slice_thickness_mm", "thickness", "mm", ".3g", short="thick mm"),
+          Column("slice_spacing_mm", "spacing", "mm", ".3g"),  # between slice positions
           Column("transfer_syntax", "transfer syntax"), Column("description", "description"))
+# ... and how it was acquired and reconstructed
+ACQUISITION = (Column("kernel", "kernel"), Column("kvp", "kVp", fmt=".4g"),
+               Column("exposure_mas", "exposure", "mAs", ".4g", short="mAs"),
+               Column("ctdi_vol_mgy", "CTDIvol", "mGy", ".3g"), Column("image_type", "type"),
+               Column("scanner", "scanner"))
+SERIES_DERIVED = {"scanner": _scanner}  # columns made of several keys of the record
 
 BY_KEY = {c.key: c for c in METRICS + QUALITY + CHANGE + RESIDUAL}
 

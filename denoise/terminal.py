@@ -1,8 +1,10 @@
 """The command line's output: its two consoles, where the human-readable
 report goes (stdout, or stderr when ``--json -`` puts the JSON there), strict
-JSON output, the progress bar of batch jobs, the package's log records on
-stderr, and how a command ends: a job's refusal as one line and its exit
-code, or its result printed and the exit code it returned."""
+JSON output, the progress bar of batch jobs (none with ``-q``), the package's
+log records on stderr (``-v``/``-q``, before or after the command), how each
+command's help reads (:class:`Command`: argument names, examples), and how a
+command ends: a job's refusal as one line and its exit code, or its result
+printed and the exit code it returned."""
 
 from __future__ import annotations
 
@@ -12,11 +14,22 @@ import sys
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+from typer.core import TyperCommand
 
 from denoise.atomic import finite
 from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_USAGE
@@ -27,6 +40,7 @@ EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 STDOUT = "-"  # --json - : the JSON goes to stdout
+_QUIET = {"on": False}  # -q: no progress bars or step lines (set with the log level, per invocation)
 
 
 def to_stdout(json_out: Path | None) -> bool:
@@ -41,8 +55,14 @@ def show(lines: Iterable[str], json_out: Path | None = None) -> None:
 
 
 def show_step(text: str) -> None:
-    """One step of a multi-step job, ``... TEXT``, on stderr."""
-    err.print(f"... {text}", markup=False)
+    """One step of a multi-step job, ``... TEXT``, on stderr (not with -q)."""
+    if not _QUIET["on"]:
+        err.print(f"... {text}", markup=False)
+
+
+def progress_shown() -> bool:
+    """Whether jobs draw their progress (not with -q)."""
+    return not _QUIET["on"]
 
 
 def present(printout, json_out: Path | None = None, with_json: bool = True) -> None:
@@ -132,13 +152,30 @@ def version_text() -> str:
     return f"ct-denoise {installed} (bundled model {model})"
 
 
+class SliceRate(ProgressColumn):
+    """Slices per second since the task began (a file's outcome may say it held several: ``frames``)."""
+
+    def render(self, task) -> Text:
+        if "slices" not in task.fields:  # the scan before the batch
+            return Text("")
+        elapsed, slices = task.elapsed, task.fields["slices"]
+        return Text(f"{slices / elapsed:.3g} slices/s" if elapsed and slices else "- slices/s")
+
+
+def progress_columns(label: str) -> list:
+    """The columns of a job's bar: what, bar, files done/total, last outcome, time taken, slices per
+    second, time left."""
+    return [TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+            TimeElapsedColumn(), SliceRate(), TimeRemainingColumn()]
+
+
 @contextmanager
 def batch_progress(label: str):
-    """A Rich progress bar on stderr fed by the batch callbacks: yields
+    """A Rich progress bar on stderr fed by the batch callbacks (none with -q): yields
     ``(on_plan, on_outcome)``; ``on_plan.scan`` reports the scan before the batch."""
-    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[last]}"), TimeRemainingColumn(), console=err)
+    progress = Progress(*progress_columns(label), console=err, disable=_QUIET["on"])
     task = scanning = None
+    slices = 0
 
     def on_scan(done: int, total: int):
         """The scan before a batch: one step per file found."""
@@ -151,13 +188,15 @@ def batch_progress(label: str):
         nonlocal task
         if scanning is not None:
             progress.remove_task(scanning)
-        task = progress.add_task(label, total=total, last="")
+        task = progress.add_task(label, total=total, last="", slices=0)
 
     on_plan.scan = on_scan
 
     def on_outcome(outcome):
+        nonlocal slices
         if task is not None:
-            progress.update(task, advance=1, last=getattr(outcome, "status", outcome))
+            slices += getattr(outcome, "frames", 1)  # a batch file's slices (0: failed); a scored pair: 1
+            progress.update(task, advance=1, last=getattr(outcome, "status", outcome), slices=slices)
 
     with progress:
         yield on_plan, on_outcome
@@ -168,6 +207,7 @@ def configure_logging(*, verbose: bool = False, quiet: bool = False) -> None:
     (``verbose``: DEBUG, ``quiet``: WARNING); pydicom's and pynetdicom's own
     loggers only from WARNING unless DEBUG (-v)."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    _QUIET["on"] = quiet and not verbose
     logger = logging.getLogger("ct_denoise")
     logger.setLevel(level)
     if not any(getattr(h, "ct_denoise", False) for h in logger.handlers):
@@ -190,3 +230,81 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value):  # StreamHandler.__init__ sets it; the property decides
         pass
+
+
+# ------------------------------------------------------------ how a command's help reads
+
+VERBOSE_HELP = "Log more: DEBUG records, pydicom's warnings per file, tracebacks of internal errors."
+QUIET_HELP = "Log only warnings and errors; no progress bars."
+
+
+def _verbose_after(value: bool) -> None:
+    if value:
+        configure_logging(verbose=True)
+
+
+def _quiet_after(value: bool) -> None:
+    if value:
+        configure_logging(quiet=True)
+
+
+def _log_options() -> list:
+    """-v/-q as options of a command, after its name (Typer builds them from this signature)."""
+    probe = typer.Typer(add_completion=False)
+
+    @probe.command()
+    def options(
+        verbose: Annotated[bool, typer.Option("-v", "--verbose", callback=_verbose_after, expose_value=False,
+                                              help=VERBOSE_HELP)] = False,
+        quiet: Annotated[bool, typer.Option("-q", "--quiet", callback=_quiet_after, expose_value=False,
+                                            help=QUIET_HELP)] = False,
+    ):
+        pass
+
+    return typer.main.get_command(probe).params
+
+
+class Command(TyperCommand):
+    """A command whose help reads well: arguments by their upper-case names (``INPUT OUTPUT``,
+    ``FOLDER...``, never a Python type), and -v/-q accepted after the command as before it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.param_type_name == "argument":
+                param.metavar = (param.metavar or param.name).upper()
+        self.params += _log_options()
+
+    def _argument_name(self, param) -> str:
+        return param.metavar + ("..." if param.nargs != 1 else "")
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = self._argument_name(param)
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx, formatter) -> None:
+        records = {"argument": [], "option": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and param.param_type_name in records:
+                if param.param_type_name == "argument":
+                    record = (self._argument_name(param), record[1])
+                records[param.param_type_name].append(record)
+        for title, kind in (("Arguments", "argument"), ("Options", "option")):
+            if records[kind]:
+                with formatter.section(title):
+                    formatter.write_dl(records[kind])
+
+
+def examples(*lines: str) -> str:
+    """The help's epilog: ``Examples:`` and each line as it is (not rewrapped)."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def command(app: typer.Typer, *example_lines: str, name: str | None = None):
+    """``app.command`` for a :class:`Command` whose help ends with ``example_lines``."""
+    return app.command(name, cls=Command, epilog=examples(*example_lines))

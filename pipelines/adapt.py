@@ -338,16 +338,25 @@ def select_series(root: Path, choice: str | None, *, neighbours: bool = True) ->
     if not result.series:
         reasons = "; ".join(f"{s.relpath}: {s.reason}" for s in result.skipped[:3])
         raise UsageError(f"{root}: no CT series to adapt to" + (f" ({reasons})" if reasons else ""))
-    if choice is not None:
-        picked = [s for k, s in enumerate(result.series, 1)
-                  if choice in (s.uid, str(k), _series_label(s))]
-        if not picked:
-            raise UsageError(f"{root}: no series {choice!r} (give its number 1..{len(result.series)} as "
-                             "ct-denoise info lists them, or its SeriesInstanceUID)")
+    if choice is not None:  # its # in `ct-denoise info ROOT` (1-based), its UID in full or as info's table shows
+        # it (its tail), or the hash adapt records; a number that is another series' SeriesNumber is ambiguous
+        found, choice = result.series, choice.strip()
+        picked = [s for k, s in enumerate(found, 1) if choice in (s.uid, str(k), _series_label(s))]
+        tail = choice.removeprefix("…")
+        picked = picked or [s for s in found if len(tail) >= 6 and s.uid.endswith(tail)]
+        if len(picked) != 1:
+            raise UsageError(f"{root}: {'no' if not picked else 'more than one'} series {choice!r} (give its number "
+                             f"1..{len(found)} in the # column of ct-denoise info, or its SeriesInstanceUID)")
         series = picked[0]
+        by_number = choice == str(found.index(series) + 1)  # taken as its # in the listing
+        other = [k for k, s in enumerate(found, 1) if by_number and s.number == int(choice) and s is not series]
+        if other:
+            raise UsageError(f"{root}: --series {choice} is #{choice} in ct-denoise info (series no. {series.number}), "
+                             f"but series no. {choice} is #{other[0]}: give the series' UID (as ct-denoise info "
+                             "shows it, or series_uid in its --json) to say which")
     elif len(result.series) > 1:
         raise UsageError(f"{root}: {len(result.series)} series found; choose one with --series N "
-                         "(1..{0}, in the order ct-denoise info lists them)".format(len(result.series)))
+                         "(1..{0}: the # column of ct-denoise info)".format(len(result.series)))
     else:
         series = result.series[0]
     check_series(series, neighbours=neighbours)

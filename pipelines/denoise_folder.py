@@ -11,9 +11,10 @@ import dataclasses
 from pathlib import Path
 
 from denoise.batch import BatchReport, UsageError, check_paths, run_batch
-from denoise.conditioning import DEFAULT_STRENGTH
+from denoise.conditioning import DEFAULT_STRENGTH, strength_level
 from denoise.denoising import DenoiseJob, Prebuilt, build_checked
-from denoise.inference import DEFAULT_ENSEMBLE
+from denoise.inference import BUNDLED_MODEL, DEFAULT_ENSEMBLE
+from denoise.nn.serialize import model_paths
 
 
 def scheduler_address(scheduler: str | None = None, dask: str | None = None) -> str | None:
@@ -40,6 +41,24 @@ def run(input_path, output_root, *, model_path=None, tile: int | None = None, ov
                      noise_sd_hu=noise_sd_hu)
     built = build_checked(dataclasses.replace(job, threads=None))  # a bad --ensemble is a usage error here
     in_process = workers == 1 and scheduler is None
-    return run_batch(input_path, output_root, Prebuilt(built) if in_process else job, force=force,
-                     workers=workers, scheduler=scheduler,
-                     on_outcome=on_outcome, on_plan=on_plan, allow_non_hu=allow_non_hu, on_scan=on_scan)
+    report = run_batch(input_path, output_root, Prebuilt(built) if in_process else job, force=force,
+                       workers=workers, scheduler=scheduler,
+                       on_outcome=on_outcome, on_plan=on_plan, allow_non_hu=allow_non_hu, on_scan=on_scan)
+    report.settings = settings(built.denoiser, model_path, device=device, workers=workers, scheduler=scheduler,
+                               with_neighbours=report.with_neighbours)
+    return report
+
+
+def settings(denoiser, model_path=None, *, device: str = "cpu", workers: int = 1, scheduler: str | None = None,
+             with_neighbours: int = 0) -> dict:
+    """Every setting a denoising ran with (``denoise --json``: ``settings``): the model (id, file, the
+    neighbour slices it takes and the files that had them: 2.5-D), views, strength, noise level, tiling,
+    device and how the files were spread."""
+    npz = model_paths(BUNDLED_MODEL if model_path is None else model_path)[0]
+    neighbours = denoiser.model.neighbours
+    return {"model_id": denoiser.model_id, "model_path": str(npz.resolve()), "bundled_model": model_path is None,
+            "ensemble": denoiser.ensemble, "strength": round(denoiser.strength, 6),
+            "strength_level": strength_level(denoiser.strength), "noise_sd_hu": denoiser.noise_sd_hu,
+            "tile": denoiser.tile, "overlap": denoiser.overlap, "device": device, "workers": workers,
+            "scheduler": scheduler, "neighbour_slices": neighbours,
+            "files_with_neighbours": with_neighbours if neighbours else 0}

@@ -8,6 +8,7 @@ import math
 
 from denoise import summaries
 from denoise.tables import (
+    ACQUISITION,
     CHANGE,
     HTML,
     METRICS,
@@ -16,6 +17,7 @@ from denoise.tables import (
     SERIES,
     TEXT,
     Column,
+    pick,
     qa_table,
     quality_table,
     table,
@@ -28,7 +30,7 @@ def test_one_declaration_gives_both_headers():
     assert (TEXT.head(peak), HTML.head(peak)) == ("NPS peak /mm", "NPS peak (cycles/mm)")
     assert (TEXT.head(edge), HTML.head(edge, paired=True)) == ("edge 10-90 mm", "edge 10-90 % (mm): before → after")
     assert [TEXT.head(c) for c in METRICS] == ["PSNR dB", "SSIM", "RMSE HU", "MSE", "s/slice"]
-    keys = [c.key for c in METRICS + QUALITY + CHANGE + RESIDUAL + SERIES]
+    keys = [c.key for c in METRICS + QUALITY + CHANGE + RESIDUAL + SERIES + ACQUISITION]
     assert len(keys) == len(set(keys))  # each key declared once
 
 
@@ -48,7 +50,7 @@ def test_terminal_table_is_aligned_under_a_rule():
                      "-----------  -------  ------",
                      "a              30.00  0.9000",
                      "longer name        -       -"]
-    assert table(TEXT, "series", SERIES[:1], [("s", {"slices": 2})]).lines(right=False)[2] == "s       2"
+    assert table(TEXT, "series", pick(SERIES, "slices"), [("s", {"slices": 2})]).lines(right=False)[2] == "s       2"
 
 
 def test_qa_rows_are_the_same_cells_in_both_styles():
@@ -75,13 +77,20 @@ def test_evaluation_quality_table_has_measures_then_residual():
 
 
 def test_info_lines_and_exit_code():
-    row = {"series": "…abc", "slices": 2, "size": "32x32", "pixel_spacing_mm": [0.7, 0.7], "slice_spacing_mm": None,
-           "transfer_syntax": "ExplicitVRLittleEndian", "description": None, "warnings": ["gap"]}
+    row = {"index": 1, "series": "…abc", "series_number": 3, "slices": 2, "size": "32x32",
+           "pixel_spacing_mm": [0.7, 0.7], "slice_thickness_mm": 1.0, "slice_spacing_mm": None,
+           "transfer_syntax": "ExplicitVRLittleEndian", "description": None, "kernel": "B30f", "kvp": 120.0,
+           "exposure_mas": None, "ctdi_vol_mgy": 8.25, "manufacturer": "SIEMENS", "model": None,
+           "image_type": "ORIGINAL", "warnings": ["gap"]}
     printout = summaries.info({"series": [row], "skipped": [{"file": "x", "reason": "not DICOM", "bad": False}]})
-    assert printout.lines[0].split() == ["series", "slices", "size", "pixel", "mm", "gap", "mm", "transfer", "syntax",
-                                         "description"]
-    assert printout.lines[2].split() == ["…abc", "2", "32x32", "0.7x0.7", "-", "ExplicitVRLittleEndian", "-"]
-    assert printout.lines[3:] == ["warning: series …abc: gap", "skipped x: not DICOM",
+    assert printout.lines[0].split() == ["#", "series", "no.", "slices", "size", "pixel", "mm", "thick", "mm",
+                                         "spacing", "mm", "transfer", "syntax", "description"]
+    assert printout.lines[2].split() == ["1", "…abc", "3", "2", "32x32", "0.7x0.7", "1", "-", "ExplicitVRLittleEndian",
+                                         "-"]
+    assert printout.lines[3] == ""
+    assert printout.lines[4].split() == ["#", "kernel", "kVp", "mAs", "CTDIvol", "mGy", "type", "scanner"]
+    assert printout.lines[6].split() == ["1", "B30f", "120", "-", "8.25", "ORIGINAL", "SIEMENS"]
+    assert printout.lines[7:] == ["warning: series …abc: gap", "skipped x: not DICOM",
                                   "1 series, 2 slices, 1 files skipped"]
     assert printout.code == 0 and printout.alone
     assert summaries.info({"series": [], "skipped": []}).code == 3

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import (
     CTImageStorage,
@@ -69,6 +70,16 @@ class CTFile:
     normal: tuple[float, float, float] | None
     source_sop_uid: str = ""  # first SourceImageSequence reference (derived images)
     slice_thickness: float | None = None  # SliceThickness, mm (reconstructed thickness, not the spacing)
+    # what CT users look for (ct-denoise info); None where the header does not say
+    kernel: str | None = None  # ConvolutionKernel (its values joined by "/")
+    kvp: float | None = None  # KVP
+    exposure_mas: float | None = None  # ExposureInmAs, else XRayTubeCurrent x ExposureTime, else Exposure
+    tube_current_ma: float | None = None  # XRayTubeCurrent
+    exposure_time_ms: float | None = None  # ExposureTime
+    ctdi_vol_mgy: float | None = None  # CTDIvol
+    manufacturer: str | None = None  # Manufacturer
+    model_name: str | None = None  # ManufacturerModelName
+    image_type: str | None = None  # ImageType[0]: ORIGINAL or DERIVED
 
 
 @dataclass(frozen=True)
@@ -123,8 +134,60 @@ class Series:
     @property
     def slice_thickness(self) -> float | None:
         """Median reconstructed slice thickness (mm), where the files state it."""
-        values = [f.slice_thickness for f in self.files if f.slice_thickness is not None]
+        return self._median("slice_thickness")
+
+    @property
+    def number(self) -> int | None:
+        """The DICOM SeriesNumber (of the first file)."""
+        return self.files[0].series_number
+
+    @property
+    def kernel(self) -> str | None:
+        return self._texts("kernel")
+
+    @property
+    def kvp(self) -> float | None:
+        return self._median("kvp")
+
+    @property
+    def exposure_mas(self) -> float | None:
+        """Median exposure per slice, mAs (tube current modulation varies it)."""
+        return self._median("exposure_mas")
+
+    @property
+    def tube_current_ma(self) -> float | None:
+        return self._median("tube_current_ma")
+
+    @property
+    def exposure_time_ms(self) -> float | None:
+        return self._median("exposure_time_ms")
+
+    @property
+    def ctdi_vol_mgy(self) -> float | None:
+        return self._median("ctdi_vol_mgy")
+
+    @property
+    def manufacturer(self) -> str | None:
+        return self._texts("manufacturer")
+
+    @property
+    def model_name(self) -> str | None:
+        return self._texts("model_name")
+
+    @property
+    def image_type(self) -> str | None:
+        """ORIGINAL or DERIVED (both, joined by "/", when the files differ)."""
+        return self._texts("image_type")
+
+    def _median(self, name: str) -> float | None:
+        """The median of a number the files state (None where none does)."""
+        values = [getattr(f, name) for f in self.files if getattr(f, name) is not None]
         return float(np.median(values)) if values else None
+
+    def _texts(self, name: str) -> str | None:
+        """A text the files state: its distinct values in file order, joined by "/"."""
+        values = dict.fromkeys(getattr(f, name) for f in self.files if getattr(f, name))
+        return "/".join(values) or None
 
 
 @dataclass
@@ -351,8 +414,56 @@ def _describe(ds: Dataset, path: Path, relpath: PurePosixPath) -> CTFile:
         frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
         normal=tuple(float(v) for v in normal) if normal is not None else None,
         source_sop_uid=_first_source_sop(ds),
-        slice_thickness=_positive(ds.get("SliceThickness")),
+        slice_thickness=_positive(_attribute(ds, "SliceThickness", "PixelMeasuresSequence")),
+        **_acquisition(ds),
     )
+
+
+def _attribute(ds: Dataset, keyword: str, group: str | None = None):
+    """A header value, or (Enhanced CT) the first frame's functional ``group`` one; None where
+    absent or unreadable (a malformed value never skips the file)."""
+    try:
+        value = ds.get(keyword)
+        if value in (None, "") and group is not None:
+            item = functional_group(ds, 0, group)
+            value = item.get(keyword) if item is not None else None
+    except Exception:  # noqa: BLE001 - pydicom parses a value on first use: a corrupt one raises here
+        return None
+    return None if value in (None, "") else value
+
+
+def _text(value) -> str | None:
+    """A header text (a multi-valued one joined by "/"), stripped; None if empty."""
+    if value is None:
+        return None
+    parts = [str(v).strip() for v in value] if isinstance(value, list | tuple | MultiValue) else [str(value).strip()]
+    return "/".join(p for p in parts if p) or None
+
+
+def _acquisition(ds: Dataset) -> dict:
+    """What the scan was (``ct-denoise info``): kernel, kVp, exposure, CTDIvol, scanner, ORIGINAL/DERIVED;
+    Enhanced CT states them in the first frame's functional groups."""
+    current = _positive(_attribute(ds, "XRayTubeCurrent"))
+    time_ms = _positive(_attribute(ds, "ExposureTime"))
+    micro = _positive(_attribute(ds, "ExposureInuAs"))
+    # the tube's current-time product where the header states it; Exposure only where it does not: scanners
+    # differ on what they write there (Siemens: effective mAs, over the pitch; some GE: not mAs at all)
+    exposure = (_positive(_attribute(ds, "ExposureInmAs", "CTExposureSequence"))
+                or (current * time_ms / 1000 if current and time_ms else None)
+                or _positive(_attribute(ds, "Exposure"))
+                or (micro / 1000 if micro else None))
+    image_type = _text(_attribute(ds, "ImageType"))
+    return {
+        "kernel": _text(_attribute(ds, "ConvolutionKernel", "CTReconstructionSequence")),
+        "kvp": _positive(_attribute(ds, "KVP", "CTXRayDetailsSequence")),
+        "exposure_mas": exposure,
+        "tube_current_ma": current,
+        "exposure_time_ms": time_ms,
+        "ctdi_vol_mgy": _positive(_attribute(ds, "CTDIvol", "CTExposureSequence")),
+        "manufacturer": _text(_attribute(ds, "Manufacturer")),
+        "model_name": _text(_attribute(ds, "ManufacturerModelName")),
+        "image_type": image_type.split("/", 1)[0].upper() if image_type else None,
+    }
 
 
 def _positive(value) -> float | None:
