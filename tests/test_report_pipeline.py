@@ -4,6 +4,7 @@ HTML page (and its pictures) out, with nothing patient-identifying in it."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import imageio.v3 as iio
@@ -55,7 +56,7 @@ def test_evaluation_report(tmp_path):
 
     # Another display window is stated; the sources gone: no pictures, a note, no stale files.
     shutil.rmtree(tmp_path / "test")
-    index = report_job.run(evaldir, out, window=(-1000, 1000))
+    index = report_job.run(evaldir, out, window=(-1000, 1000), force=True)
     page = index.read_text()
     assert "display window -1000..1000 HU (as requested)" in page
     assert "pictures skipped" in page and "no longer exist" in page and "data:image" not in page
@@ -124,7 +125,7 @@ def test_evaluation_report_shows_noise_texture_sharpness_and_residual(tmp_path):
     out = tmp_path / "report"
     page = report_job.run(tmp_path / "eval", out).read_text()
     for text in ("Noise, texture and sharpness", "NPS mean (cycles/mm)", "edge 10-90 % (mm)", "residual structure",
-                 "noisy | model | clean | noisy - model"):
+                 "noisy | model | clean in the display window -160..240 HU; the residual noisy - model"):
         assert text in page, text
     assert (out / "quality.png").is_file()
     assert iio.imread(out / "panel_1.png").shape[1] > 4 * 128  # four tiles: the residual beside the others
@@ -155,3 +156,91 @@ def test_qa_report(tmp_path):
     (tmp_path / "qa" / "qa.json").write_text('{"format": "ct-denoise qa"}')
     with pytest.raises(ValueError, match="not a result written by `ct-denoise qa --json`"):
         report_job.run(tmp_path / "qa", out)
+
+
+def _methods_row(page: str, name: str) -> list[str]:
+    """The cells of ``name``'s row in the first table (PSNR, RMSE, MSE, seconds per slice)."""
+    table = page.split("<table>", 1)[1].split("</table>", 1)[0]
+    row = re.search(rf"<tr><td>{re.escape(name)}</td>(.*?)</tr>", table)
+    assert row, (name, table)
+    return re.findall(r"<td[^>]*>([^<]*)</td>", row[1])
+
+
+def test_report_needs_force_to_write_over_a_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+
+    evaldir = tmp_path / "eval"
+    make_evaluation(tmp_path, evaldir, n=3)
+    out = tmp_path / "report"
+    runner = CliRunner()
+    assert runner.invoke(cli.app, ["report", str(evaldir), "--out", str(out)]).exit_code == 0
+    (out / "notes.txt").write_text("the user's own file")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+
+    refused = runner.invoke(cli.app, ["report", str(evaldir), "--out", str(out), "--window", "-1000", "1000"])
+    assert refused.exit_code == 2, refused.output
+    lines = [line for line in refused.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--force" in lines[0] and "not empty" in lines[0], refused.output
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before  # nothing written
+    with pytest.raises(report_job.ReportExists):
+        report_job.run(evaldir, out)
+
+    forced = runner.invoke(cli.app, ["report", str(evaldir), "--out", str(out), "--window", "-1000", "1000",
+                                     "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "display window -1000..1000 HU (as requested)" in (out / "index.html").read_text()
+    assert (out / "notes.txt").read_text() == "the user's own file"  # only the report's own files are replaced
+
+    (tmp_path / "empty").mkdir()  # an empty folder is no report to lose
+    assert runner.invoke(cli.app, ["report", str(evaldir), "--out", str(tmp_path / "empty")]).exit_code == 0
+    (tmp_path / "file").write_text("x")
+    assert runner.invoke(cli.app, ["report", str(evaldir), "--out", str(tmp_path / "file"), "--force"]).exit_code == 2
+
+
+def test_report_states_every_window_scale_and_research_use(tmp_path):
+    from denoise.report import residual_window, scale_bar
+    from denoise.report.parts import read_slice
+
+    evaldir = tmp_path / "eval"
+    _, noisy, test = make_evaluation(tmp_path, evaldir, n=3)
+    page = report_job.run(evaldir, tmp_path / "report").read_text()
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    panels = [c for c in captions if "PSNR" in c]
+    assert len(panels) == 3
+    for k, name in enumerate(sorted(p.name for p in (noisy / "series").iterdir())):
+        residual = read_slice(noisy / "series" / name).hu - read_slice(test / "series" / name).hu
+        low, high = residual_window(residual)
+        assert f"series/{name}" in panels[k]
+        assert "in the display window -160..240 HU" in panels[k]
+        assert f"the residual noisy - model (what it removed) in its own window {low:g}..{high:g} HU" in panels[k]
+        mm, _ = scale_bar(0.7, 48)  # tests.factory writes 0.7 mm pixels; 48 px slices are shown as they are
+        assert f"White bar: {mm:g} mm (pixels 0.7 mm apart as shown)" in panels[k]
+    scroll = next(c for c in captions if c.startswith("scroll through"))
+    assert "in the display window -160..240 HU" in scroll and "White bar: 10 mm" in scroll
+    assert "Metrics use the HU window -1000..1000 HU" in page
+    footer = page.split("<footer>", 1)[1]
+    assert "For research use only, not for diagnosis" in footer and "no patient names, IDs or dates" in footer
+    assert page.count("<table>") >= 3 and page.count("<table>") == page.count('<aside class="how">')  # one each
+    # the test series was not written by `ct-denoise denoise`: its time is not known, and the page says why
+    assert _methods_row(page, "model")[-1] == "n/a"
+    assert "Seconds per slice of model: not measured (the test files were not written by" in page
+    assert _methods_row(page, "noisy input")[-1] == "—" and float(_methods_row(page, "tv")[-1]) > 0
+
+
+def test_report_times_the_model_that_made_the_test_series(tmp_path):
+    from pipelines import denoise_folder
+
+    clean, noisy, test = tmp_path / "clean", tmp_path / "noisy", tmp_path / "test"
+    write_series(clean / "series", 3, rows=48, cols=48)
+    noise.run(clean, noisy, sigma_hu=50, seed=0)
+    denoise_folder.run(noisy, test, strength="medium", ensemble=1)  # the bundled model
+    evaluate.run(clean, test, noisy=noisy, baselines=["tv"], test_label="model",
+                 json_out=tmp_path / "eval" / "evaluation.json")
+    page = report_job.run(tmp_path / "eval", tmp_path / "report").read_text()
+    seconds = float(_methods_row(page, "model")[-1])
+    assert 0 < seconds < 60
+    assert "timed by this report on this machine: the bundled model default_ct@" in page
+    assert "strength 0.667 (medium)" in page and "3 48x48 slice(s)" in page
+    assert_private(tmp_path / "report", tmp_path, tmp_path.resolve())

@@ -5,8 +5,9 @@ from denoise.report.curves import training_curves
 from denoise.report.display import posterize, shrink, to_display
 from denoise.report.gifs import ProgressFrame, progress_gif, scroll_gif
 from denoise.report.html_page import render_html
-from denoise.report.panels import panel, pick_zoom_box, save_png
+from denoise.report.panels import DISPLAY_WIDTH, panel, pick_zoom_box, save_png, scale_bar, text_size
 from denoise.report.quality_plots import quality_curves, residual_window
 
-__all__ = ["ProgressFrame", "panel", "pick_zoom_box", "posterize", "progress_gif", "quality_curves", "render_html",
-           "residual_window", "save_png", "scroll_gif", "shrink", "to_display", "training_curves"]
+__all__ = ["DISPLAY_WIDTH", "ProgressFrame", "panel", "pick_zoom_box", "posterize", "progress_gif", "quality_curves",
+           "render_html", "residual_window", "save_png", "scale_bar", "scroll_gif", "shrink", "text_size", "to_display",
+           "training_curves"]

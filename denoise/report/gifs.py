@@ -78,18 +78,31 @@ def progress_gif(frames: Sequence[ProgressFrame], path: str | os.PathLike, windo
 
 def scroll_gif(noisy_slices: np.ndarray, denoised_slices: np.ndarray, path: str | os.PathLike,
                window: tuple[float, float], fps: float = 8.0, max_side: int | None = 256,
-               grey_levels: int = 64) -> None:
+               grey_levels: int = 64, *, spacing_mm=None,
+               grey_bars: bool = False, titles: tuple[str, str] = ("noisy", "denoised")) -> None:
     """GIF scrolling through a series, noisy beside denoised with the slice
     number; slices are area-shrunk to ``max_side`` and posterized to
-    ``grey_levels`` greys (256 keeps every grey) to keep the file small."""
+    ``grey_levels`` greys (256 keeps every grey) to keep the file small.
+    ``spacing_mm`` (the input slices' pixel spacing, row and column mm: one
+    pair for all, or a pair or None per slice) adds a mm scale bar and
+    ``grey_bars`` a grey-level bar with the window (:func:`denoise.report.panel`)."""
     noisy, denoised = np.asarray(noisy_slices), np.asarray(denoised_slices)
     if noisy.ndim != 3 or noisy.shape != denoised.shape or len(noisy) == 0:
         raise ValueError(f"scroll_gif needs two (slices, rows, cols) stacks of one shape, "
                          f"got {noisy.shape} and {denoised.shape}")
     n = len(noisy)
+    per_slice = spacing_mm is not None and len(spacing_mm) == n and not np.isscalar(spacing_mm[0])
+    if per_slice is False and spacing_mm is not None and len(spacing_mm) != 2:
+        raise ValueError(f"spacing_mm must be one (row, col) pair or one per slice, got {len(spacing_mm)} items")
     images = []
     for k in range(n):
-        tiles = [("noisy", shrink(noisy[k], max_side)), ("denoised", shrink(denoised[k], max_side))]
-        frame = panel(tiles, window=window, header=f"slice {k + 1}/{n}")[..., 0]
+        tiles = [(titles[0], shrink(noisy[k], max_side)), (titles[1], shrink(denoised[k], max_side))]
+        given = spacing_mm[k] if per_slice else spacing_mm
+        spacing = None
+        if given is not None:  # the shrunk pixels are further apart
+            spacing = (float(given[0]) * noisy.shape[1] / tiles[0][1].shape[0],
+                       float(given[1]) * noisy.shape[2] / tiles[0][1].shape[1])
+        frame = panel(tiles, window=window, header=f"slice {k + 1}/{n}", spacing_mm=spacing,
+                      grey_bars=grey_bars)[..., 0]
         images.append(posterize(frame, grey_levels))
     _write_gif(images, path, [_frame_ms(fps)] * n)

@@ -11,28 +11,34 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from denoise.atomic import write_text
+from denoise.report.panels import DISPLAY_WIDTH
 from denoise.text import printable
 
 MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
         ".webp": "image/webp"}
 
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em;
-       color: #222; background: #fff; }
-h1 { margin-bottom: 0.2em; }
-.subtitle { color: #666; margin-top: 0; }
-section { margin: 2em 0; }
-table { border-collapse: collapse; margin: 1em 0; }
-caption { font-weight: bold; text-align: left; padding-bottom: 0.3em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.7em; text-align: left; }
-th { background: #f3f3f3; }
-td.best { font-weight: bold; background: #e4f4e4; }
-figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
-figure img { max-width: 100%; image-rendering: pixelated; }
-figcaption { color: #555; font-size: 0.9em; }
-footer { color: #888; font-size: 0.85em; margin-top: 3em; }
+STYLE = f"""
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: {DISPLAY_WIDTH}px; padding: 0 1em;
+       color: #222; background: #fff; font-size: 16px; }}
+h1 {{ margin-bottom: 0.2em; }}
+.subtitle {{ color: #555; margin-top: 0; }}
+.notice {{ border-left: 4px solid #c60; background: #fff6ec; padding: 0.4em 0.8em; }}
+section {{ margin: 2em 0; }}
+.reading {{ display: flex; flex-wrap: wrap; gap: 0 1.5em; align-items: flex-start; }}
+.reading > .table {{ flex: 0 1 auto; min-width: 0; max-width: 100%; overflow-x: auto; }}
+.how {{ flex: 1 1 16em; max-width: 30em; margin: 1em 0; padding: 0.4em 0.8em; background: #f5f6f8;
+        border-left: 3px solid #9ab; font-size: 0.92em; color: #333; }}
+.how p {{ margin: 0.3em 0; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.94em; }}
+caption {{ font-weight: bold; text-align: left; padding-bottom: 0.3em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }}
+th {{ background: #f3f3f3; }}
+td.best {{ font-weight: bold; background: #e4f4e4; }}
+figure {{ display: block; margin: 1em 0; }}
+figure img {{ max-width: 100%; height: auto; }}
+figcaption {{ color: #444; font-size: 0.92em; margin-top: 0.3em; }}
+footer {{ color: #555; font-size: 0.9em; margin-top: 3em; border-top: 1px solid #ddd; padding-top: 0.5em; }}
 """
-
 
 def _esc(value) -> str:
     return html.escape("" if value is None else printable(str(value)), quote=True)  # printable: odd file names
@@ -83,6 +89,10 @@ def _table(table: Mapping) -> list[str]:
                         for j, v in enumerate(row))
         out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table>")
+    if table.get("how"):
+        out = ['<div class="reading">', '<div class="table">', *out, "</div>",
+               '<aside class="how"><p><strong>How to read this</strong></p>',
+               *_text(table["how"]), "</aside>", "</div>"]
     return out
 
 
@@ -104,13 +114,18 @@ def _image(image: Mapping) -> list[str]:
 
 def render_html(report: Mapping, path: str | os.PathLike) -> None:
     """Write ``report`` as one HTML file, atomically. Structure: title,
-    subtitle?, footer?, sections: [{heading, text?, tables?: [{caption?,
-    columns, rows, highlight_best?: {column, max}}], images?: [{path,
-    caption?}]}]. Missing images raise ValueError naming the path."""
+    subtitle?, notice? (a highlighted line under the title), footer?,
+    sections: [{heading, text?, tables?: [{caption?, columns, rows,
+    highlight_best?: {column, max}, how?}], images?: [{path, caption?}]}].
+    A table's ``how`` (how to read it) is set beside it. Text splits into
+    paragraphs on blank lines. Missing images raise ValueError naming the
+    path."""
     title = report.get("title", "report")
     body = [f"<h1>{_esc(title)}</h1>"]
     if report.get("subtitle"):
         body.append(f'<p class="subtitle">{_esc(report["subtitle"])}</p>')
+    if report.get("notice"):
+        body.append(f'<p class="notice">{_esc(report["notice"])}</p>')
     sections: Sequence[Mapping] = report.get("sections", [])
     for section in sections:
         body.append("<section>")
@@ -124,7 +139,7 @@ def render_html(report: Mapping, path: str | os.PathLike) -> None:
             body.extend(_image(image))
         body.append("</section>")
     if report.get("footer"):
-        body.append(f"<footer>{_esc(report['footer'])}</footer>")
+        body.extend(["<footer>", *_text(report["footer"]), "</footer>"])
     page = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{_esc(title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>", *body,

@@ -4,6 +4,7 @@ window, path scrubbing and reading a slice."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,40 @@ def spread(n: int, k: int) -> list[int]:
 
 
 def first_frame(ct) -> np.ndarray:
-    from denoise.dicom import load_ct
+    return read_slice(ct.path).hu
 
-    return load_ct(ct.path).hu[0]
+
+@dataclass(frozen=True)
+class Slice:
+    """A file's first frame in HU, its pixel spacing (row, column mm; None where the file has
+    none) and what the file says was done to it (DerivationDescription; None for an original)."""
+
+    hu: np.ndarray
+    spacing_mm: tuple[float, float] | None
+    derivation: str | None
+
+
+def read_slice(path) -> Slice:
+    from denoise.dicom import load_ct
+    from denoise.dicom.geometry import frame_geometry
+
+    image = load_ct(path)
+    derivation = image.dataset.get("DerivationDescription")
+    return Slice(image.hu[0], frame_geometry(image.dataset).pixel_spacing, str(derivation) if derivation else None)
+
+
+def shown_spacing(spacing_mm, before: tuple[int, ...], after: tuple[int, ...]) -> tuple[float, float] | None:
+    """The pixel spacing of a slice of shape ``before`` once shrunk to ``after`` (its pixels further apart)."""
+    if spacing_mm is None:
+        return None
+    return float(spacing_mm[0]) * before[0] / after[0], float(spacing_mm[1]) * before[1] / after[1]
+
+
+def scale_text(spacing_mm, cols: int) -> str:
+    """The caption's words for the scale bar :func:`denoise.report.panel` draws on tiles ``cols`` pixels wide."""
+    from denoise.report.panels import scale_bar
+
+    if spacing_mm is None:
+        return "No scale bar (no pixel spacing recorded)."
+    bar = scale_bar(spacing_mm[1], cols)
+    return f"White bar: {bar[0]:g} mm (pixels {spacing_mm[1]:.3g} mm apart as shown)." if bar else ""

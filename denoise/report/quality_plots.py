@@ -12,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from denoise.atomic import atomic_path
+from denoise.report.panels import DISPLAY_WIDTH
 
 
 def _xy(curve: dict | None, x_key: str, y_values) -> tuple[np.ndarray, np.ndarray] | None:
@@ -33,9 +34,20 @@ def _normalised_esf(offsets: np.ndarray, esf: np.ndarray) -> np.ndarray:
     return (esf - lo) / (hi - lo) if abs(hi - lo) > 0 else esf * np.nan
 
 
+ESF_SHIFT = 0.5  # each edge profile is drawn this much above the one before it
+# colour, line style and marker per line, so lines that coincide can still be told apart
+STYLES = (("-", "o"), ("--", "s"), ("-.", "^"), (":", "D"), ("-", "v"), ("--", "P"), ("-.", "X"), (":", "*"))
+
+
 def quality_curves(lines: Sequence[tuple[str, dict | None, dict | None]], path: str | os.PathLike, *,
                    title: str = "") -> bool:
     """Plot NPS curves and edge spread functions to a PNG.
+
+    The NPS lines share one log axis, each in its own colour, line style and
+    marker; the edge profiles are normalised (0 air, 1 tissue) and each is
+    shifted up by :data:`ESF_SHIFT` from the one before it, named at its right
+    end, with the first line's profile dashed in grey under every later one to
+    compare against. One legend serves both plots.
 
     Parameters
     ----------
@@ -43,6 +55,8 @@ def quality_curves(lines: Sequence[tuple[str, dict | None, dict | None]], path: 
         ``nps`` is ``{"freq_mm": [...], "nps_hu2mm2": [...]}`` and ``esf``
         ``{"offset_mm": [...], "esf_hu": [...]}`` (either may be None), as
         :meth:`denoise.quality.Quality.nps_curve` and ``esf_curve`` give them.
+        The first line is the one the others are compared with (the reference,
+        or BEFORE).
     path : path of the PNG
     title : str, optional
 
@@ -51,44 +65,65 @@ def quality_curves(lines: Sequence[tuple[str, dict | None, dict | None]], path: 
     bool
         False (and nothing written) when no line has data.
     """
-    fig = Figure(figsize=(10.0, 3.8), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax_nps, ax_esf = fig.subplots(1, 2)
-    drawn = {ax_nps: False, ax_esf: False}
-    for k, (label, nps, esf) in enumerate(lines):
-        style = {"color": f"C{k % 10}", "label": str(label), "linestyle": "-" if k < 10 else "--"}
-        xy = _xy(nps, "freq_mm", (nps or {}).get("nps_hu2mm2"))
-        if xy is not None:
-            x, y = xy
-            positive = (x > 0) & (y > 0)  # the zero-frequency ring is ~0 after detrending: not on a log axis
-            if positive.any():
-                ax_nps.plot(x[positive], y[positive], marker="o", markersize=2.5, **style)
-                drawn[ax_nps] = True
-        xy = _xy(esf, "offset_mm", (esf or {}).get("esf_hu"))
-        if xy is not None:
-            e = _normalised_esf(*xy)
-            if np.isfinite(e).any():
-                ax_esf.plot(xy[0], e, **style)
-                drawn[ax_esf] = True
-    if not any(drawn.values()):
-        return False
-    ax_nps.set(yscale="log", xlabel="spatial frequency (cycles/mm)", ylabel="NPS (HU² mm²)",
-               title="noise power spectrum (radial)")
-    ax_esf.set(xlabel="distance from the air/body edge (mm)", ylabel="normalised edge profile",
-               title="mean edge spread function")
-    for ax in (ax_nps, ax_esf):
-        ax.grid(alpha=0.3)
-        if drawn[ax]:
-            ax.legend(loc="best", fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    if drawn[ax_esf]:
-        for level in (0.1, 0.9):
-            ax_esf.axhline(level, color="0.7", linewidth=0.8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
+    import matplotlib
+
+    with matplotlib.rc_context({"font.size": 11, "legend.fontsize": 11}):
+        fig = Figure(figsize=(DISPLAY_WIDTH / 100, 4.8), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax_nps, ax_esf = fig.subplots(1, 2)
+        drawn = {ax_nps: False, ax_esf: False}
+        handles, first_esf, shift = [], None, 0
+        for k, (label, nps, esf) in enumerate(lines):
+            linestyle, marker = STYLES[k % len(STYLES)]
+            style = {"color": f"C{k % 10}", "linestyle": linestyle, "linewidth": 1.6}
+            handle = None
+            xy = _xy(nps, "freq_mm", (nps or {}).get("nps_hu2mm2"))
+            if xy is not None:
+                x, y = xy
+                positive = (x > 0) & (y > 0)  # the zero-frequency ring is ~0 after detrending: not on a log axis
+                if positive.any():
+                    handle, = ax_nps.plot(x[positive], y[positive], marker=marker, markersize=4, label=str(label),
+                                          **style)
+                    drawn[ax_nps] = True
+            xy = _xy(esf, "offset_mm", (esf or {}).get("esf_hu"))
+            if xy is not None:
+                e = _normalised_esf(*xy)
+                keep = np.isfinite(e)
+                if keep.any():
+                    x, e = xy[0][keep], e[keep]
+                    base = shift * ESF_SHIFT
+                    if first_esf is None:
+                        first_esf = (x, e)
+                    else:
+                        ax_esf.plot(first_esf[0], first_esf[1] + base, color="0.6", linestyle="--", linewidth=1.0)
+                    line, = ax_esf.plot(x, e + base, marker=marker, markersize=3, markevery=max(1, x.size // 12),
+                                        label=str(label), **style)
+                    ax_esf.annotate(str(label), (x[-1], e[-1] + base), xytext=(4, 0), textcoords="offset points",
+                                    va="center", color=style["color"])
+                    handle = handle or line
+                    drawn[ax_esf] = True
+                    shift += 1
+            if handle is not None:
+                handles.append(handle)
+        if not any(drawn.values()):
+            return False
+        ax_nps.set(yscale="log", xlabel="spatial frequency (cycles/mm)", ylabel="NPS (HU² mm²)",
+                   title="noise power spectrum (radial)")
+        ax_esf.set(xlabel="distance from the air/body edge (mm)",
+                   ylabel=f"edge profile (0 air, 1 tissue),\neach {ESF_SHIFT:g} above the last",
+                   title="mean edge spread function")
+        if drawn[ax_esf]:
+            low, high = ax_esf.get_xlim()
+            ax_esf.set_xlim(low, high + 0.5 * (high - low))  # room for the names at the right end
+        for ax in (ax_nps, ax_esf):
+            ax.grid(alpha=0.3)
+            if not drawn[ax]:
+                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        fig.legend(handles, [h.get_label() for h in handles], loc="outside right center")
+        if title:
+            fig.suptitle(title)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", metadata={"Software": None})
     return True
 
 
