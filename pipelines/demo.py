@@ -47,6 +47,6 @@ def run(out_dir: str | os.PathLike, *, sigma_hu: float = 50.0, seed: int = 0, mo
     step("measuring noise, texture and sharpness before and after (no reference)")
     measured = qa.run(out / "noisy", out / "denoised", json_out=out / "qa.json")
     step("writing the report")
-    html = report.run(out, out / "report")
+    html = report.run(out, out / "report", force=True)  # the demo's own folder: a rerun rewrites it
     return {"inputs": inputs, "noise": noisy, "denoise": denoised, "evaluation": scores, "qa": measured,
             "report": html}

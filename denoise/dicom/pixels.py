@@ -111,9 +111,12 @@ def preferred_plugin(tsyntax) -> str:
     return ""
 
 
+@leniently
 def load_ct(path: str | Path) -> CTImage:
     """Read a CT file fully and convert every frame to HU (float32). Empty
-    SOP UIDs of the main dataset are filled from the file meta (in memory)."""
+    SOP UIDs of the main dataset are filled from the file meta (in memory).
+    pydicom's complaints about the file's values are DEBUG records
+    (:func:`denoise.dicom.reading.lenient`), whoever calls it."""
     path = Path(path)
     try:
         ds = pydicom.dcmread(path, force=True)
