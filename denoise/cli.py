@@ -54,6 +54,7 @@ def run() -> None:
 
 Device = StrEnum("Device", ["cpu", "gpu"])
 Match = StrEnum("Match", ["path", "sop", "position"])
+Format = StrEnum("Format", ["dicom", "nifti"])
 AdaptMethod = StrEnum("AdaptMethod", ["auto", "neighbours", "recorrupted"])
 JsonOut = Annotated[Path | None, Opt("--json", metavar="FILE|-", help="Also write the result as strict JSON to FILE; "
     "'-' writes it to stdout instead, and the human-readable report goes to stderr.")]
@@ -72,7 +73,7 @@ NoiseSD = Annotated[float | None, Opt(
 
 @command(app, "ct-denoise info scans/", "ct-denoise info scans/ --json series.json")
 def info(
-    path: Annotated[Path, Arg(help="DICOM file or folder (scanned recursively).")],
+    path: Annotated[Path, Arg(help="DICOM file or folder (scanned recursively), or a .nii/.nii.gz volume.")],
     json_out: JsonOut = None,
 ):
     """List the CT series under PATH and the files skipped.
@@ -81,7 +82,7 @@ def info(
     is in full in --json. The scan's facts are as its headers state them ("-": not stated)."""
     from pipelines import info as job
 
-    with refused(FileNotFoundError):
+    with refused(FileNotFoundError), refused(ValueError, code=EXIT_NOTHING):  # a NIfTI that is not CT in HU
         summary = job.run(path)
     raise finish(json_out, summaries.info(summary))
 
@@ -122,11 +123,12 @@ def noise(
     raise finish(json_out, summaries.noise(reports))
 
 
-@command(app, "ct-denoise denoise scans/ denoised/", "ct-denoise denoise scan.dcm out/scan-dn.dcm --strength medium")
+@command(app, "ct-denoise denoise scans/ denoised/", "ct-denoise denoise scan.dcm out/scan-dn.dcm --strength medium",
+         "ct-denoise denoise ct.nii.gz out/ct-dn.nii.gz")
 def denoise(
-    input: Annotated[Path, Arg(help="DICOM file or folder (scanned recursively).")],
+    input: Annotated[Path, Arg(help="DICOM file or folder (scanned recursively), or a .nii/.nii.gz volume.")],
     output: Annotated[Path, Arg(help="Output folder (mirrors input paths; not inside INPUT), or a .dcm file for one "
-                                "INPUT file.")],
+                                "INPUT file; a .nii/.nii.gz file for one volume.")],
     model: ModelFile = None,
     workers: Workers = 1,
     force: Annotated[bool, Opt(help="Overwrite outputs that are not this model's result.")] = False,
@@ -141,15 +143,24 @@ def denoise(
     dask: Annotated[str | None, Opt(
         help="'local': start a local Dask cluster of --workers processes for this run; needs .[dask].")] = None,
     allow_non_hu: AllowNonHU = False,
+    output_format: Annotated[Format | None, Opt("--format", help="dicom: derived series; nifti: one .nii.gz per "
+        "series (<description>_<number>, as dcm2niix names them). Default: the input's.")] = None,
     json_out: JsonOut = None,
 ):
-    """Denoise CT DICOM with the NumPy autoencoder.
+    """Denoise CT DICOM (or NIfTI) with the NumPy autoencoder.
 
-    Writes one derived series per input series; --json records the model and every setting."""
+    Writes one derived series per input series (NIfTI: a volume); --json records the model and every setting."""
     from pipelines import denoise_folder as job
 
     with refused(UsageError):
         scheduler = job.scheduler_address(scheduler, dask)
+        fmt = job.check_nifti_options(input, output, fmt=output_format and output_format.value, workers=workers,
+                                      scheduler=scheduler, allow_non_hu=allow_non_hu)
+    if fmt == "nifti":
+        with refused(UsageError, DeviceError):
+            report = job.run_nifti(input, output, model_path=model, tile=tile, overlap=overlap, device=device.value,
+                                   ensemble=ensemble, force=force, strength=strength, noise_sd_hu=noise_sd)
+        raise finish(json_out, summaries.volumes(report))
     with refused(UsageError, DeviceError), batch_progress("denoise") as (plan, outcome):
         report = job.run(input, output, model_path=model, tile=tile, overlap=overlap, device=device.value,
                          ensemble=ensemble, force=force, workers=workers, scheduler=scheduler,

@@ -36,6 +36,20 @@ def batch(report, command: str | None = None) -> Printout:
                      **({"settings": report.settings} if report.settings else {})}, report.exit_code, stderr=nothing)
 
 
+def volumes(report) -> Printout:
+    """``denoise`` into NIfTI (:class:`pipelines.denoise_folder.VolumeReport`): each volume written (or
+    why not), then the count; the JSON holds the settings as :func:`batch`'s does."""
+    def name(v: dict) -> str:
+        return f"series {v['series_number']}" if "series_uid" in v else v["input"]
+
+    lines = [f"FAILED {name(v)}: {v['reason']}" if "reason" in v else
+             f"{name(v)} ({v['slices']} slices) -> {v['output']}" for v in report.volumes]
+    written = sum("output" in v for v in report.volumes)
+    nothing = [f"nothing to do: no CT image found in {report.input}"] if not report.volumes else []
+    return Printout([*lines, f"{written} of {len(report.volumes)} volume(s) written as NIfTI -> {report.output}"],
+                    report.to_dict(), report.exit_code, stderr=nothing)
+
+
 def noise(reports: dict) -> Printout:
     """``ct-denoise noise``: its runs' reports by name (``noisy``, and ``clean``
     with ``--clean-out``) as one JSON document; the worst exit code. Each run's

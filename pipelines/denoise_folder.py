@@ -1,4 +1,5 @@
-"""Job: denoise a DICOM file or folder with a trained model (``ct-denoise denoise``).
+"""Job: denoise a DICOM file or folder with a trained model (``ct-denoise denoise``); a NIfTI
+volume, or DICOM written as NIfTI (``--format nifti``), through the Python API (:func:`run_nifti`).
 
 Every batch rule of :mod:`denoise.batch` holds (mirror paths, atomic writes,
 resume, one-line reasons, exit codes); the transform and its derivation key
@@ -8,13 +9,26 @@ are :mod:`denoise.denoising`'s.
 from __future__ import annotations
 
 import dataclasses
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from denoise.batch import BatchReport, UsageError, check_paths, run_batch
+from denoise.batch import (
+    EXIT_NOTHING,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    BatchReport,
+    UsageError,
+    check_paths,
+    check_writable,
+    run_batch,
+)
 from denoise.conditioning import DEFAULT_STRENGTH, strength_level
 from denoise.denoising import DenoiseJob, Prebuilt, build_checked
 from denoise.inference import BUNDLED_MODEL, DEFAULT_ENSEMBLE
+from denoise.nifti import is_nifti_path
 from denoise.nn.serialize import model_paths
+from denoise.text import one_line
 
 
 def scheduler_address(scheduler: str | None = None, dask: str | None = None) -> str | None:
@@ -62,3 +76,137 @@ def settings(denoiser, model_path=None, *, device: str = "cpu", workers: int = 1
             "tile": denoiser.tile, "overlap": denoiser.overlap, "device": device, "workers": workers,
             "scheduler": scheduler, "neighbour_slices": neighbours,
             "files_with_neighbours": with_neighbours if neighbours else 0}
+
+
+# ---------------------------------------------------------------- NIfTI
+
+
+FORMATS = ("dicom", "nifti")
+
+
+@dataclass
+class VolumeReport:
+    """What ``denoise`` did with NIfTI: a NIfTI input, or a DICOM input written as NIfTI (``--format nifti``)."""
+
+    input: str
+    output: str
+    volumes: list[dict] = field(default_factory=list)  # per volume: input, series, slices, output (or reason)
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        if not self.volumes:
+            return EXIT_NOTHING
+        return EXIT_PARTIAL if any("reason" in v for v in self.volumes) else EXIT_OK
+
+    def to_dict(self) -> dict:
+        return {"command": "denoise", "format": "nifti", "input": self.input, "output": self.output,
+                "exit_code": self.exit_code, "volumes": self.volumes, "settings": self.settings}
+
+
+def check_nifti_options(input_path, output, *, fmt: str | None, workers: int = 1, scheduler: str | None = None,
+                        allow_non_hu: bool = False) -> str:
+    """The output format (``dicom`` or ``nifti``: ``fmt``, else the input's); UsageError (one line) for an
+    option that has no meaning with NIfTI output."""
+    nifti_in = is_nifti_path(input_path)
+    fmt = fmt or ("nifti" if nifti_in else "dicom")
+    if fmt not in FORMATS:
+        raise UsageError(f"--format takes dicom or nifti, got {fmt!r}")
+    if nifti_in and fmt == "dicom":
+        raise UsageError(f"{input_path}: a NIfTI input is written as NIfTI; --format dicom needs a DICOM input")
+    if fmt == "dicom":
+        return fmt
+    given = [name for name, on in (("--workers", workers != 1), ("--scheduler/--dask", scheduler is not None),
+                                   ("--allow-non-hu", allow_non_hu)) if on]
+    if given:
+        raise UsageError(f"{' and '.join(given)}: not with NIfTI (a volume is denoised in this process, in HU)")
+    return fmt
+
+
+def run_nifti(input_path, output, *, model_path=None, tile: int | None = None, overlap: float = 0.25,
+              device: str = "cpu", force: bool = False, ensemble: int = DEFAULT_ENSEMBLE, strength=DEFAULT_STRENGTH,
+              noise_sd_hu: float | None = None, on_volume=None) -> VolumeReport:
+    """Denoise a NIfTI volume, or each CT series of a DICOM input, into NIfTI (see docs/commands/denoise.md).
+
+    A ``.nii``/``.nii.gz`` INPUT goes to OUTPUT when it ends in ``.nii``/``.nii.gz``, else to
+    OUTPUT/<input's name>, with the input's affine and header. A DICOM INPUT gives each series
+    as OUTPUT/<SeriesDescription>_<SeriesNumber>.nii.gz (or OUTPUT itself for one series).
+    Every target is checked before the model loads: an existing one needs ``force``.
+    ``on_volume(done, total)`` after each volume."""
+    from denoise.api import _volume_step, load_denoiser
+    from denoise.api import denoise as denoise_volume
+    from denoise.dicom.scan import scan
+    from denoise.nifti import read_nifti, write_nifti
+    from denoise.volume import series_volume
+
+    input_path, output = Path(input_path), Path(output)
+    if not input_path.exists():
+        raise UsageError(f"{input_path}: no such file or folder")
+    report = VolumeReport(str(input_path), str(output))
+    if is_nifti_path(input_path):
+        try:
+            volumes = [(None, read_nifti(input_path))]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        target = output if is_nifti_path(output) else output / input_path.name
+        jobs = [(volumes[0], target)]
+    else:
+        found = scan(input_path).series
+        names = nifti_names([(s.description, s.number) for s in found])
+        if is_nifti_path(output):
+            if len(found) > 1:
+                raise UsageError(f"{output}: one NIfTI file takes one series; {input_path} holds {len(found)}: "
+                                 "give a folder")
+            names = [output.name] if found else []
+        folder = output.parent if is_nifti_path(output) else output
+        jobs = [((s, None), folder / name) for s, name in zip(found, names, strict=True)]
+    for _, target in jobs:
+        if target.resolve() == input_path.resolve() or input_path.resolve() in target.resolve().parents:
+            raise UsageError(f"{target}: writing there would write into the input {input_path}")
+        if target.is_dir() or (target.exists() and not force):
+            raise UsageError(f"{target} exists; use --force to overwrite it")
+    if jobs:
+        check_writable(jobs[0][1].parent)
+    try:
+        den = load_denoiser(model_path, strength=strength, noise_sd=noise_sd_hu, ensemble=ensemble, device=device,
+                            tile=tile, overlap=overlap)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    with_neighbours = 0
+    for done, ((series, vol), target) in enumerate(jobs, 1):
+        entry = {"input": str(input_path)}
+        try:
+            if vol is None:
+                entry["series_uid"], entry["series_number"] = series.uid, series.number
+                vol = series_volume(series, input_path)
+            entry["slices"] = vol.shape[0]
+            out = denoise_volume(vol, model=den)
+            write_nifti(out, target, force=force)
+            entry["output"] = str(target)
+            if den.model.neighbours and _volume_step(vol):
+                with_neighbours += vol.shape[0]
+        except (ValueError, OSError) as exc:
+            entry["reason"] = one_line(str(exc))
+        report.volumes.append(entry)
+        if on_volume is not None:
+            on_volume(done, len(jobs))
+    report.settings = settings(den, model_path, device=device, with_neighbours=with_neighbours)
+    return report
+
+
+def nifti_names(series: list[tuple[str | None, int | None]]) -> list[str]:
+    """File names for DICOM series written as NIfTI, as dcm2niix names them by default (``%p_%s``):
+    the series description (letters, digits, ``-`` and ``.`` kept, others ``_``; ``series`` when
+    there is none) and the series number, ``.nii.gz``; a name taken twice gets ``a``, ``b``...
+
+    >>> nifti_names([("Chest 1.0 B30f", 3), (None, None), ("Chest 1.0 B30f", 3)])
+    ['Chest_1.0_B30f_3.nii.gz', 'series_1.nii.gz', 'Chest_1.0_B30f_3a.nii.gz']
+    """
+    names, seen = [], {}
+    for k, (description, number) in enumerate(series, 1):
+        text = re.sub(r"[^A-Za-z0-9.-]+", "_", description or "").strip("_.") or "series"
+        stem = f"{text}_{number if number is not None else k}"
+        count = seen.get(stem, 0)
+        seen[stem] = count + 1
+        names.append(f"{stem}{'' if count == 0 else chr(ord('a') + count - 1)}.nii.gz")
+    return names
