@@ -171,8 +171,8 @@ def denoise(
 
 @command(app, "ct-denoise evaluate clean/ denoised/", "ct-denoise evaluate clean/ out/ --noisy in/ --baselines nlm,tv")
 def evaluate(
-    reference: Annotated[Path, Arg(help="Reference (clean) DICOM file or folder.")],
-    test: Annotated[Path, Arg(help="Test (noisy or denoised) DICOM file or folder.")],
+    reference: Annotated[Path, Arg(help="Reference (clean) DICOM file or folder, or a .nii/.nii.gz volume.")],
+    test: Annotated[Path, Arg(help="Test (noisy or denoised) DICOM file or folder, or a .nii/.nii.gz volume.")],
     match: Annotated[Match, Opt(help="Pair files by: path (relative path), sop (SourceImageSequence/SOP UID) or "
         "position.")] = Match.path,
     window: Annotated[tuple[float, float], Opt(metavar="LOW HIGH", help="Metric window, HU, mapped to [0, 1].")] = (
@@ -202,7 +202,7 @@ def evaluate(
 
 @command(app, "ct-denoise qa scans/", "ct-denoise qa scans/ denoised/ --json qa/qa.json")
 def qa(
-    before: Annotated[Path, Arg(help="DICOM file or folder (scanned recursively).")],
+    before: Annotated[Path, Arg(help="DICOM file or folder (scanned recursively), or a .nii/.nii.gz volume.")],
     after: Annotated[Path | None, Arg(
         help="Its processed version (file or folder), paired with BEFORE as --match says.")] = None,
     match: Annotated[Match, Opt(help="Pair AFTER with BEFORE by: path (relative path), sop (SourceImageSequence/SOP "

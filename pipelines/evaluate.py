@@ -11,12 +11,19 @@ each baseline) gets the no-reference measures of ``ct-denoise qa`` (noise SD,
 NPS peak and mean frequency, edge width, MTF50), all measured where the
 reference has uniform tissue and edges; with ``--noisy``, the residual
 (noisy - output) of the test and of each baseline too.
+
+When REFERENCE, TEST or NOISY is a NIfTI volume (``.nii``/``.nii.gz``), each
+is read as one volume (:func:`denoise.api.read`: NIfTI values are HU after
+the header's scaling); they must have one shape and one affine, and are
+scored slice by slice with the same code, a slice standing for a file (so a
+NIfTI made from a series scores as the series does).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +35,7 @@ from denoise.batch import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
 from denoise.dicom.matching import MATCH_MODES, match_files
 from denoise.dicom.pixels import load_ct
 from denoise.dicom.scan import CTFile, ScanResult, scan
+from denoise.nifti import is_nifti_path
 from denoise.quality.tally import Tally
 
 TEST_LABEL = "test"
@@ -109,10 +117,13 @@ class Evaluation:
 def score_pair(ref: CTFile, test: CTFile, *, window, use_mask: bool) -> tuple[dict, np.ndarray, np.ndarray]:
     """Reference metrics of one pair, and both images in HU."""
     ref_hu, test_hu = load_ct(ref.path).hu, load_ct(test.path).hu
+    return score_arrays(ref_hu, test_hu, window=window, use_mask=use_mask), ref_hu, test_hu
+
+
+def score_arrays(ref_hu: np.ndarray, test_hu: np.ndarray, *, window, use_mask: bool) -> dict:
+    """Reference metrics of one pair of images in HU (frames, H, W)."""
     mask = metrics.body_mask(ref_hu) if use_mask else None
-    scores = {k: v for k, v in metrics.compare(ref_hu, test_hu, window=window, mask=mask).items()
-              if k in METRIC_KEYS}
-    return scores, ref_hu, test_hu
+    return {k: v for k, v in metrics.compare(ref_hu, test_hu, window=window, mask=mask).items() if k in METRIC_KEYS}
 
 
 def measure_quality(ref_hu: np.ndarray, spacing, images: dict[str, np.ndarray], tallies: dict[str, Tally], *,
@@ -132,16 +143,14 @@ def measure_quality(ref_hu: np.ndarray, spacing, images: dict[str, np.ndarray], 
     return {label: tally.pooled()[0].summary() for label, tally in per_file.items()}
 
 
-def _measure_outputs(result: Evaluation, ref_ct: CTFile, ref_hu, noisy_hu, outputs: dict, test_ct) -> None:
+def _measure_outputs(result: Evaluation, spacing, ref_hu, noisy_hu, outputs: dict, test_hu) -> None:
     """No-reference measures of the noisy input and the baseline outputs, and
-    the residuals noisy - output of the baselines and of the test file."""
+    the residuals noisy - output of the baselines and of the test image (None: none)."""
     images = dict(outputs)
-    if test_ct is not None:
-        test_hu = load_ct(test_ct.path).hu
-        if test_hu.shape == noisy_hu.shape:
-            images[result.test_label] = test_hu
+    if test_hu is not None and test_hu.shape == noisy_hu.shape:
+        images[result.test_label] = test_hu
     fresh: dict[str, Tally] = {}
-    measure_quality(ref_hu, ref_ct.pixel_spacing, images, fresh, noisy=noisy_hu)
+    measure_quality(ref_hu, spacing, images, fresh, noisy=noisy_hu)
     for label, tally in fresh.items():
         if label == result.test_label:  # its measures are in already: only its residuals are new
             result.tally(label).residuals += tally.residuals
@@ -167,10 +176,33 @@ def compare_baselines(result: Evaluation, ref_scan: ScanResult, noisy_scan: Scan
     output's no-reference measures and its residual (noisy - output) go into
     ``result.tallies``; so does the residual of the test file that ``tested``
     pairs with the same reference."""
+    pairs, _, _ = match_files(ref_scan, noisy_scan, match)
+    tested = tested or {}
+
+    def item(ref_ct: CTFile, noisy_ct: CTFile) -> _NoisyItem:
+        test_ct = tested.get(ref_ct.relpath)
+        return _NoisyItem(str(noisy_ct.relpath), ref_ct.pixel_spacing,
+                          lambda: (load_ct(ref_ct.path).hu, load_ct(noisy_ct.path).hu),
+                          None if test_ct is None else lambda: load_ct(test_ct.path).hu)
+
+    _baselines(result, [item(r, n) for r, n in pairs], names, use_mask=use_mask, on_step=on_step)
+
+
+@dataclass
+class _NoisyItem:
+    """One noisy image to score and denoise with the baselines: a file, or a slice of a volume."""
+
+    name: str
+    spacing: tuple[float, float] | None
+    load: Callable[[], tuple[np.ndarray, np.ndarray]]  # reference and noisy HU (frames, H, W)
+    load_test: Callable[[], np.ndarray] | None  # the test image made from it, where there is one
+
+
+def _baselines(result: Evaluation, items: list[_NoisyItem], names: list[str], *, use_mask: bool,
+               on_step=None) -> None:
     from denoise.baselines import BaselineUnavailable, run_baseline
 
-    pairs, _, _ = match_files(ref_scan, noisy_scan, match)
-    if not pairs:
+    if not items:
         result.notes.append("no noisy file matched the reference: no baselines run")
         return
     window = result.window_hu
@@ -178,13 +210,13 @@ def compare_baselines(result: Evaluation, ref_scan: ScanResult, noisy_scan: Scan
     seconds: dict[str, float] = {}
     unavailable: set[str] = set()
     n_slices = 0
-    for ref_ct, noisy_ct in pairs:
+    for it in items:
         try:
-            ref_hu, noisy_hu = load_ct(ref_ct.path).hu, load_ct(noisy_ct.path).hu
+            ref_hu, noisy_hu = it.load()
             mask = metrics.body_mask(ref_hu) if use_mask else None
             score = metrics.compare(ref_hu, noisy_hu, window=window, mask=mask)
         except ValueError as exc:
-            result.problems.append(f"{noisy_ct.relpath}: {exc}")
+            result.problems.append(f"{it.name}: {exc}")
             continue
         sums[NOISY_LABEL].append(score)
         n_slices += len(noisy_hu)
@@ -203,8 +235,9 @@ def compare_baselines(result: Evaluation, ref_scan: ScanResult, noisy_scan: Scan
             sums.setdefault(name, []).append(metrics.compare(ref_hu, out, window=window, mask=mask))
             outputs[name] = out
             if on_step is not None:
-                on_step(name, str(noisy_ct.relpath))
-        _measure_outputs(result, ref_ct, ref_hu, noisy_hu, outputs, (tested or {}).get(ref_ct.relpath))
+                on_step(name, it.name)
+        _measure_outputs(result, it.spacing, ref_hu, noisy_hu, outputs,
+                         it.load_test() if it.load_test is not None else None)
     for name, scores in sums.items():
         if scores:
             row = {k: float(np.mean([s[k] for s in scores])) for k in METRIC_KEYS}
@@ -226,6 +259,10 @@ def run(reference: str | os.PathLike, test: str | os.PathLike, *, match: str = "
         raise ValueError(f"--window needs low < high, got {low}..{high}")
     if baselines and noisy is None:
         raise ValueError("--baselines needs --noisy: the noisy inputs the baselines denoise")
+    if any(is_nifti_path(p) for p in (reference, test, noisy) if p is not None):
+        return _run_volumes(reference, test, window=(low, high), mask=mask, json_out=json_out, on_pair=on_pair,
+                            noisy=noisy, baselines=baselines, test_label=test_label, on_step=on_step,
+                            on_plan=on_plan, match=match)
     ref_scan, test_scan = scan(reference), scan(test)
     pairs, unmatched_ref, unmatched_test = match_files(ref_scan, test_scan, match)
     result = Evaluation(window_hu=(low, high), masked=mask, match=match,
@@ -257,3 +294,53 @@ def run(reference: str | os.PathLike, test: str | os.PathLike, *, match: str = "
         write_json(json_out, result.to_dict())
     return result
 
+
+
+def _run_volumes(reference, test, *, window, mask: bool, json_out, on_pair, noisy, baselines, test_label: str,
+                 on_step, on_plan, match: str) -> Evaluation:
+    """:func:`run` for volumes (one of them NIfTI): slice z of each stands for a file."""
+    from denoise.api import read
+
+    named = {"reference": reference, "test": test, **({"noisy": noisy} if noisy is not None else {})}
+    volumes = {}
+    for side, path in named.items():
+        try:
+            volumes[side] = read(path)
+        except ValueError as exc:
+            raise ValueError(f"{side}: {exc}") from None
+    ref = volumes["reference"]
+    for side, vol in volumes.items():
+        if vol.shape != ref.shape:
+            raise ValueError(f"{side} {named[side]} has shape {vol.shape}, the reference {ref.shape}: "
+                             "not the same volume")
+        if not np.allclose(vol.affine, ref.affine, atol=1e-3):
+            raise ValueError(f"{side} {named[side]} lies on another voxel grid than the reference "
+                             "(their affines differ)")
+    result = Evaluation(window_hu=window, masked=mask, match="volume", test_label=test_label)
+    result.sources = {k: str(Path(v).resolve()) for k, v in named.items()}
+    spacing = ref.spacing_mm[1:]
+    slices = range(ref.shape[0])
+
+    def label(path, z: int) -> str:
+        return f"{Path(path).name} z={z}"
+
+    if on_plan is not None:
+        on_plan(len(slices) * (1 + (len(baselines or []) if noisy is not None else 0)))
+    test_vol = volumes["test"]
+    for z in slices:
+        ref_hu, test_hu = ref.hu[z:z + 1], test_vol.hu[z:z + 1]
+        scores = score_arrays(ref_hu, test_hu, window=window, use_mask=mask)
+        measured = measure_quality(ref_hu, spacing, {REFERENCE_LABEL: ref_hu, test_label: test_hu}, result.tallies)
+        result.files.append(FileScore(label(reference, z), label(test, z), scores, measured))
+        if on_pair is not None:
+            on_pair(result.files[-1])
+    if result.files:
+        result.methods[test_label] = result.mean()
+    if noisy is not None:
+        vol = volumes["noisy"]
+        items = [_NoisyItem(label(noisy, z), spacing, lambda z=z: (ref.hu[z:z + 1], vol.hu[z:z + 1]),
+                            lambda z=z: test_vol.hu[z:z + 1]) for z in slices]
+        _baselines(result, items, list(baselines or []), use_mask=mask, on_step=on_step)
+    if json_out is not None:
+        write_json(json_out, result.to_dict())
+    return result

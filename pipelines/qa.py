@@ -15,6 +15,10 @@ ROIs. Series are read one slice at a time.
 
 Only relative paths, shortened series UIDs and numbers are reported: no
 patient identifiers.
+
+A NIfTI BEFORE (and AFTER) is one volume (:func:`denoise.nifti.read_nifti`:
+values are HU after the header's scaling): measured slice by slice with the
+same code, as one file and one series, its slices ``spacing_mm[0]`` apart.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from denoise.dicom.geometry import frame_geometry, slice_normal
 from denoise.dicom.matching import MATCH_MODES, match_files
 from denoise.dicom.pixels import CTImage, PixelDataError, load_ct
 from denoise.dicom.scan import CTFile, ScanResult, Series, scan
+from denoise.nifti import is_nifti_path
 from denoise.quality.tally import Tally, compare_tallies
 from denoise.tables import QA_FORMAT
 from denoise.text import one_line, short_uid
@@ -156,8 +161,10 @@ class _Previous:
 class _SeriesRun:
     """Measures one series slice by slice (only the previous slice is kept)."""
 
-    def __init__(self, series: Series, rois):
+    def __init__(self, series: Series | None, rois, *, name: str = "", description: str | None = None):
         self.series, self.rois = series, rois
+        self.name = short_uid(series.uid) if series is not None else name
+        self.description = series.description if series is not None else description
         self.before, self.after = Tally(), Tally()
         self.previous: _Previous | None = None
         self.slices = self.files = 0
@@ -168,11 +175,16 @@ class _SeriesRun:
         if after is not None and after.hu.shape != before.hu.shape:
             raise ValueError(f"after file {entry.after_file} has shape {tuple(after.hu.shape)}, "
                              f"before has {tuple(before.hu.shape)}")
-        spacing = ct.pixel_spacing
+        self.measure_slices(entry, _frame_positions(before), before.hu, after.hu if after is not None else None,
+                            ct.pixel_spacing)
+
+    def measure_slices(self, entry: FileQA, positions, before: np.ndarray, after: np.ndarray | None,
+                       spacing) -> None:
+        """Measure the slices of one file (or volume) in HU, at ``positions`` along the normal (mm)."""
         file_before, file_after = Tally(), Tally()
         notes: list[str] = []
-        for k, (position, b) in enumerate(zip(_frame_positions(before), before.hu, strict=True)):
-            a = after.hu[k] if after is not None else None
+        for k, (position, b) in enumerate(zip(positions, before, strict=True)):
+            a = after[k] if after is not None else None
             layout = quality.plan(b, spacing, rois=self.rois)  # ValueError: a user ROI outside this image
             notes += [n for n in layout.notes if n not in notes]
             qb = quality.measure(b, layout)
@@ -184,7 +196,7 @@ class _SeriesRun:
                 self.after.add(qa, res)
             self._neighbour(position, layout, b, a)
             self.slices += 1
-        entry.frames = len(before.hu)
+        entry.frames = len(before)
         entry.result = compare_tallies(file_before, file_after if after is not None else None)
         for key in ("nps_curve", "esf_curve", "nps_method"):  # series-level only
             entry.result.pop(key, None)
@@ -202,7 +214,7 @@ class _SeriesRun:
         self.previous = _Previous(position, layout, b, a)
 
     def summary(self, paired: bool) -> dict:
-        out = {"series": short_uid(self.series.uid), "description": self.series.description,
+        out = {"series": self.name, "description": self.description,
                "files": self.files, "slices": self.slices}
         out.update(compare_tallies(self.before, self.after if paired else None,
                                    min_neighbour_rois=MIN_NEIGHBOUR_ROIS))
@@ -229,6 +241,11 @@ def run(before: str | os.PathLike, after: str | os.PathLike | None = None, *, ma
     if match not in MATCH_MODES:
         raise ValueError(f"--match must be one of {', '.join(MATCH_MODES)}, got {match!r}")
     rois = [tuple(int(v) for v in r) for r in rois] if rois else None
+    if is_nifti_path(before) or (after is not None and is_nifti_path(after)):
+        result = _run_volume(before, after, match=match, rois=rois, on_plan=on_plan, on_file=on_file)
+        if json_out is not None:
+            write_json(json_out, result.to_dict())
+        return result
     before_scan = scan(before)
     after_scan = scan(after) if after is not None else None
     result = QAResult(paired=after is not None, match=match, rois=[list(r) for r in rois] if rois else None)
@@ -263,4 +280,39 @@ def run(before: str | os.PathLike, after: str | os.PathLike | None = None, *, ma
             result.series.append(runner.summary(result.paired))
     if json_out is not None:
         write_json(json_out, result.to_dict())
+    return result
+
+
+def _run_volume(before, after, *, match: str, rois, on_plan, on_file) -> QAResult:
+    """:func:`run` for NIfTI: BEFORE (and AFTER, on the same voxel grid) as one file and one series."""
+    from denoise.api import read
+
+    volumes = []
+    for side, path in (("before", before), ("after", after)):
+        if path is not None:
+            if not is_nifti_path(path):
+                raise ValueError(f"{side} {path}: BEFORE and AFTER are both NIfTI volumes, or both DICOM")
+            volumes.append(read(path))  # FileNotFoundError, ValueError (not CT in HU): one line
+    b = volumes[0]
+    a = volumes[1] if len(volumes) > 1 else None
+    if a is not None and a.shape != b.shape:
+        raise ValueError(f"after {after} has shape {a.shape}, before {b.shape}: not the same volume")
+    if a is not None and not np.allclose(a.affine, b.affine, atol=1e-3):
+        raise ValueError(f"after {after} lies on another voxel grid than before (their affines differ)")
+    result = QAResult(paired=a is not None, match=match, rois=[list(r) for r in rois] if rois else None)
+    result.sources = {k: str(Path(v).resolve()) for k, v in (("before", before), ("after", after)) if v is not None}
+    name = Path(before).name
+    entry = FileQA(file=name, series=name, after_file=Path(after).name if after is not None else None)
+    if on_plan is not None:
+        on_plan(1)
+    runner = _SeriesRun(None, rois, name=name, description=b.source.get("description"))
+    positions = [z * b.spacing_mm[0] for z in range(b.shape[0])]
+    try:
+        runner.measure_slices(entry, positions, b.hu, a.hu if a is not None else None, b.spacing_mm[1:])
+    except ValueError as exc:  # a --roi outside the image
+        raise ValueError(one_line(exc)) from None
+    result.files.append(entry)
+    if on_file is not None:
+        on_file(entry)
+    result.series.append(runner.summary(result.paired))
     return result

@@ -105,3 +105,93 @@ def test_denoise_nifti_refuses_what_makes_no_sense(pair, not_ct, tmp_path):
         result = invoke("denoise", *args)
         assert result.exit_code == 2, (args, result.output)
         error_line(result)
+
+
+@pytest.fixture(scope="module")
+def before_after(tmp_path_factory, pair) -> dict[str, Path]:
+    """BEFORE (the noisy series) and AFTER (it smoothed), as DICOM and as NIfTI."""
+    from scipy import ndimage
+
+    root = tmp_path_factory.mktemp("qa")
+    dicom, nifti = pair
+    after = root / "after"
+    vol = ctd.read(dicom)
+    smoothed = ctd.Volume(ndimage.gaussian_filter(vol.hu, (0, 1, 1)), vol.spacing_mm, vol.affine)
+    ctd.write(smoothed, after, like=vol)  # a derived series of one series UID
+    return {"before": dicom, "after": after, "before_nii": nifti,
+            "after_nii": write_nifti(ctd.read(after), root / "after.nii.gz")}
+
+
+def run_json(tmp_path, *args) -> dict:
+    out = tmp_path / f"r{len(list(tmp_path.iterdir()))}.json"
+    result = invoke(*args, "--json", out)
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text())
+
+
+def close(a, b, path="") -> None:
+    """Nested JSON equal, numbers within float tolerance."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), (path, set(a) ^ set(b))
+        for k in a:
+            close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for k, (x, y) in enumerate(zip(a, b, strict=True)):
+            close(x, y, f"{path}[{k}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6), path
+    else:
+        assert a == b, path
+
+
+def test_qa_gives_the_same_numbers_on_nifti(before_after, tmp_path):
+    ba = before_after
+    dicom = run_json(tmp_path, "qa", ba["before"], ba["after"])
+    nifti = run_json(tmp_path, "qa", ba["before_nii"], ba["after_nii"])
+    assert len(nifti["files"]) == 1 and len(nifti["series"]) == 1 and nifti["paired"]
+    ds, ns = dicom["series"][0], nifti["series"][0]
+    assert ns["series"] == "ct.nii.gz" and ns["slices"] == 4 and ns["nps_method"] == ds["nps_method"]
+    close({k: v for k, v in ds.items() if k not in ("series", "files", "description")},
+          {k: v for k, v in ns.items() if k not in ("series", "files", "description")})
+    assert set(nifti["mean"]) == set(dicom["mean"]) and set(nifti["files"][0]) >= {"before", "after", "change"}
+    # the table prints the same columns
+    table = invoke("qa", ba["before_nii"], ba["after_nii"])
+    assert table.exit_code == 0 and "ct.nii.gz" in table.output and "noise" in table.output
+    alone = run_json(tmp_path, "qa", ba["before_nii"])
+    close(alone["series"][0]["before"], run_json(tmp_path, "qa", ba["before"])["series"][0]["before"])
+
+
+def test_qa_refuses_a_nifti_that_is_not_ct(before_after, not_ct):
+    result = invoke("qa", before_after["before_nii"], not_ct)
+    assert result.exit_code == 2 and "0..1" in error_line(result)
+    mixed = invoke("qa", before_after["before_nii"], before_after["after"])
+    assert mixed.exit_code == 2 and "both" in error_line(mixed)
+
+
+def test_evaluate_gives_the_same_numbers_on_nifti(before_after, tmp_path):
+    ba = before_after
+    dicom = run_json(tmp_path, "evaluate", ba["after"], ba["before"], "--noisy", ba["before"], "--baselines", "tv")
+    nifti = run_json(tmp_path, "evaluate", ba["after_nii"], ba["before_nii"], "--noisy", ba["before_nii"],
+                     "--baselines", "tv")
+    assert nifti["n_matched"] == dicom["n_matched"] == 4
+    close(dicom["mean"], nifti["mean"])
+    for method in dicom["methods"]:
+        close({k: v for k, v in dicom["methods"][method].items() if k != "seconds_per_slice"},
+              {k: v for k, v in nifti["methods"][method].items() if k != "seconds_per_slice"})
+    strip = ("nps_curve", "esf_curve")
+    close({m: {k: v for k, v in q.items() if k not in strip} for m, q in dicom["quality"].items()},
+          {m: {k: v for k, v in q.items() if k not in strip} for m, q in nifti["quality"].items()})
+
+
+def test_evaluate_refuses_volumes_that_differ(pair, before_after, tmp_path):
+    dicom, nifti = pair
+    vol = ctd.read(dicom)
+    moved = ctd.Volume(vol.hu, vol.spacing_mm, vol.affine @ np.diag([1, 1, 1, 1.0]) + np.array(
+        [[0, 0, 0, 5.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]))
+    other = write_nifti(moved, tmp_path / "moved.nii.gz")
+    result = invoke("evaluate", nifti, other)
+    assert result.exit_code == 2 and "affines differ" in error_line(result)
+    short = write_nifti(ctd.Volume(vol.hu[:3], vol.spacing_mm, vol.affine), tmp_path / "short.nii.gz")
+    result = invoke("evaluate", nifti, short)
+    assert result.exit_code == 2 and "shape" in error_line(result)
