@@ -89,8 +89,9 @@ def info(
 
 @command(app, "ct-denoise noise scans/ noisy/ --sigma 50", "ct-denoise noise scans/ low/ --dose 1e5 --clean-out clean/")
 def noise(
-    input: Annotated[Path, Arg(help="DICOM file or folder.")],
-    output: Annotated[Path, Arg(help="Output folder (mirrors input paths), or a .dcm file for one INPUT file.")],
+    input: Annotated[Path, Arg(help="DICOM file or folder, or a .nii/.nii.gz volume.")],
+    output: Annotated[Path, Arg(help="Output folder (mirrors input paths), or a .dcm file for one INPUT file; a "
+                                ".nii/.nii.gz file for a volume.")],
     sigma: Annotated[float | None, Opt(help="Gaussian noise sigma in HU.")] = None,
     dose: Annotated[float | None, Opt(
         help="Low-dose simulation: incident photons I0 per detector bin and view (e.g. 1e5).")] = None,
@@ -108,11 +109,19 @@ def noise(
     """Write noisy copies of CT files.
 
     One derived series per input series: Gaussian (--sigma), low-dose (--dose) or scan-matched (--matched)."""
+    from denoise.nifti import is_nifti_path
     from pipelines import noise as job
 
     with refused(UsageError):
         targets = job.targets(input, output, clean_out)
     reports = {}
+    if is_nifti_path(input):
+        for name, target in targets.items():
+            with refused(UsageError):
+                reports[name] = job.run_nifti(input, target, sigma_hu=sigma, i0=dose, seed=seed, n_views=views,
+                                              clean=name == "clean", force=force, matched=matched)
+            present(summaries.volumes(reports[name]), json_out, with_json=False)
+        raise finish(json_out, summaries.noise(reports))
     for name, target in targets.items():
         label = "reference" if name == "clean" else "noise"
         with refused(UsageError, ValueError), batch_progress(label) as (plan, outcome):

@@ -979,3 +979,22 @@ def measure_series(series_or_folder, *, max_slices: int = MAX_SLICES, **options)
     data = load_series(series_or_folder, max_slices=max_slices)
     return measure(data.slices, data.pixel_spacing, slice_spacing=data.slice_spacing,
                    slice_thickness=data.slice_thickness, **options)
+
+
+def measure_volume(volume, *, max_slices: int = MAX_SLICES, **options) -> NoiseModel:
+    """:func:`measure` on the central slices of a :class:`denoise.volume.Volume` (a NIfTI volume:
+    evenly spaced by its affine, ``spacing_mm[0]`` apart; the thickness a sidecar states).
+
+    Parameters
+    ----------
+    volume : denoise.volume.Volume
+    max_slices : int, optional
+    **options
+        Passed to :func:`measure` (``offset``, ``roi_size``, ``max_offset``).
+    """
+    z = volume.shape[0]
+    if z < 2:
+        raise ValueError("a noise model needs at least 2 slices")
+    lo = max(0, z // 2 - max_slices // 2)
+    return measure(volume.hu[lo: lo + max_slices], tuple(volume.spacing_mm[1:]), slice_spacing=volume.spacing_mm[0],
+                   slice_thickness=volume.source.get("slice_thickness_mm"), **options)

@@ -56,7 +56,8 @@ def noise(reports: dict) -> Printout:
     own lines were printed as it ended (:func:`batch`)."""
     code = max(report.exit_code for report in reports.values())
     return Printout([], {"command": "noise", "exit_code": code,
-                         **{name: batch(report).data for name, report in reports.items()}}, code)
+                         **{name: (volumes(report) if hasattr(report, "volumes") else batch(report)).data
+                            for name, report in reports.items()}}, code)
 
 
 def info(summary: dict) -> Printout:

@@ -92,6 +92,7 @@ class VolumeReport:
     output: str
     volumes: list[dict] = field(default_factory=list)  # per volume: input, series, slices, output (or reason)
     settings: dict = field(default_factory=dict)
+    command: str = "denoise"
 
     @property
     def exit_code(self) -> int:
@@ -100,7 +101,7 @@ class VolumeReport:
         return EXIT_PARTIAL if any("reason" in v for v in self.volumes) else EXIT_OK
 
     def to_dict(self) -> dict:
-        return {"command": "denoise", "format": "nifti", "input": self.input, "output": self.output,
+        return {"command": self.command, "format": "nifti", "input": self.input, "output": self.output,
                 "exit_code": self.exit_code, "volumes": self.volumes, "settings": self.settings}
 
 

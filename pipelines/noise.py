@@ -10,6 +10,11 @@ Each image gets its own random stream, derived from the seed and the
 source's SOP Instance UID (its relative path when it has none), so results do
 not depend on file order, folder layout or worker count. The stream's name is
 part of the output's SOP Instance UID.
+
+A NIfTI INPUT (``.nii``/``.nii.gz``, values HU after the header's scaling) is
+one volume (:func:`run_nifti`): each slice z gets the stream of (seed, the
+file's name, z); the noisy volume keeps the input's affine and header, its
+``descrip`` saying what was added.
 """
 
 from __future__ import annotations
@@ -176,7 +181,68 @@ def targets(input_path, output_root, clean_root=None) -> dict[str, Path]:
     and, with ``clean_root``, ``clean`` (the low-dose pair's clean reference).
     The clean folder is checked (:func:`denoise.batch.check_paths`) here, so a
     bad one is refused before the first run writes anything."""
+    from denoise.nifti import is_nifti_path
+
     if clean_root is None:
         return {"noisy": Path(output_root)}
-    check_paths(Path(input_path), Path(clean_root))
+    if not is_nifti_path(input_path):  # a NIfTI volume's outputs are checked by run_nifti
+        check_paths(Path(input_path), Path(clean_root))
     return {"noisy": Path(output_root), "clean": Path(clean_root)}
+
+
+def noise_volume(volume, job: NoiseJob, *, model=None):
+    """``volume`` with ``job``'s noise (or, with ``job.clean``, its clean reference), slice by slice, each
+    slice z from the stream of (seed, the file's name, z); ``model``: the noise model of ``--matched``."""
+    from denoise.volume import Volume
+
+    name = Path(volume.source.get("file") or "volume").name
+    pixel = tuple(volume.spacing_mm[1:])
+    out = []
+    for z, frame in enumerate(volume.hu):
+        rng = file_rng(job.seed, f"{name} z={z}")
+        if job.sigma_hu is not None:
+            out.append(add_gaussian(frame[None], sigma_hu=job.sigma_hu, rng=rng)[0])
+        elif job.matched is not None:
+            scale = np.float32(np.sqrt(1.0 / job.matched - 1.0))
+            out.append(frame + scale * model.synthesize(frame, rng, pixel_spacing=pixel))
+        else:
+            out.append(job._dose(frame, float(np.mean(pixel)), rng))
+    return Volume(np.stack(out), volume.spacing_mm, volume.affine, dict(volume.source),
+                  derivation=job.derivation, header=volume.header)
+
+
+def run_nifti(input_path, output, *, sigma_hu: float | None = None, i0: float | None = None, seed: int = 0,
+              n_views: int = DEFAULT_VIEWS, clean: bool = False, force: bool = False,
+              matched: float | None = None):
+    """:func:`run` for a NIfTI volume: written to ``output`` when it ends in ``.nii``/``.nii.gz``,
+    else to ``output``/<input's name>; UsageError (one line) for a bad input or an existing output."""
+    from denoise.batch import UsageError
+    from denoise.nifti import is_nifti_path, read_nifti, write_nifti
+    from denoise.scanner_noise import measure_volume
+    from denoise.text import one_line
+    from pipelines.denoise_folder import VolumeReport
+
+    input_path, output = Path(input_path), Path(output)
+    try:
+        job = NoiseJob(sigma_hu=sigma_hu, i0=i0, seed=seed, n_views=n_views, clean=clean, matched=matched)
+        volume = read_nifti(input_path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    target = output if is_nifti_path(output) else output / input_path.name
+    if target.resolve() == input_path.resolve():
+        raise UsageError(f"{target}: writing there would overwrite the input file {input_path}")
+    if target.is_dir() or (target.exists() and not force):
+        raise UsageError(f"{target} exists; use --force to overwrite it")
+    report = VolumeReport(str(input_path), str(output), command="noise")
+    report.settings = {"sigma_hu": sigma_hu, "dose_i0": i0, "views": n_views if i0 is not None else None,
+                       "matched": matched, "seed": seed, "clean_reference": clean,
+                       "derivation": job.derivation.description}
+    entry = {"input": str(input_path), "slices": volume.shape[0]}
+    try:
+        model = measure_volume(volume) if matched is not None else None
+        write_nifti(noise_volume(volume, job, model=model), target, like=volume, force=force)
+        entry["output"] = str(target)
+    except (ValueError, OSError) as exc:
+        entry["reason"] = one_line(str(exc))
+    report.volumes.append(entry)
+    return report

@@ -195,3 +195,34 @@ def test_evaluate_refuses_volumes_that_differ(pair, before_after, tmp_path):
     short = write_nifti(ctd.Volume(vol.hu[:3], vol.spacing_mm, vol.affine), tmp_path / "short.nii.gz")
     result = invoke("evaluate", nifti, short)
     assert result.exit_code == 2 and "shape" in error_line(result)
+
+
+def test_noise_adds_the_sd_asked_for_to_a_nifti_volume(pair, tmp_path):
+    _, nifti = pair
+    result = invoke("noise", nifti, tmp_path / "noisy.nii.gz", "--sigma", "40", "--seed", "3",
+                    "--json", tmp_path / "n.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "n.json").read_text())
+    assert report["noisy"]["volumes"][0]["output"] == str(tmp_path / "noisy.nii.gz")
+    src, out = read_nifti(nifti), read_nifti(tmp_path / "noisy.nii.gz")
+    assert np.allclose(out.affine, src.affine)
+    assert np.std(out.hu - src.hu) == pytest.approx(40, rel=0.05)
+    assert b"noise 40 HU seed 3" in nib.load(tmp_path / "noisy.nii.gz").header["descrip"].tobytes()
+    again = invoke("noise", nifti, tmp_path / "again.nii.gz", "--sigma", "40", "--seed", "3")
+    assert again.exit_code == 0
+    assert np.array_equal(read_nifti(tmp_path / "again.nii.gz").hu, out.hu)  # the same streams
+
+
+def test_noise_matched_on_a_nifti_volume(tmp_path):
+    dicom = tmp_path / "series"
+    write_noisy_series(dicom, 8)
+    nifti = write_nifti(ctd.read(dicom), tmp_path / "ct.nii.gz")
+    result = invoke("noise", nifti, tmp_path / "out", "--matched", "0.5")
+    assert result.exit_code == 0, result.output
+    added = read_nifti(tmp_path / "out" / "ct.nii.gz").hu - read_nifti(nifti).hu
+    assert 0 < np.std(added) < 100
+
+
+def test_noise_refuses_a_nifti_that_is_not_ct(not_ct, tmp_path):
+    result = invoke("noise", not_ct, tmp_path / "o", "--sigma", "10")
+    assert result.exit_code == 2 and "0..1" in error_line(result)
