@@ -112,6 +112,16 @@ def test_trains_rate_warms_up_then_decays_over_its_steps():
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
 
 
+def _killed_after(config, run_dir, *, epoch: int) -> None:
+    """Train until ``epoch`` is logged and checkpointed, then stop as a kill would."""
+    def interrupt(row):
+        if row["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_job.run(config, run_dir, show_progress=False, on_epoch=interrupt)
+
+
 def test_train_cli_writes_a_complete_run_and_resume_matches(tmp_path, tiny_manifest):
     runner = CliRunner()
     config = write_config(tmp_path, tiny_manifest, epochs=3)
@@ -132,13 +142,7 @@ def test_train_cli_writes_a_complete_run_and_resume_matches(tmp_path, tiny_manif
 
     # Interrupted after epoch 2 (as by a kill), then resumed: identical weights and optimizer state.
     part = tmp_path / "part"
-
-    def interrupt(row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_job.run(config, part, show_progress=False, on_epoch=interrupt)
+    _killed_after(config, part, epoch=2)
     again = runner.invoke(cli.app, ["train", "--config", str(config), "--out", str(part), "--quiet"])
     assert again.exit_code == 2 and "--resume" in again.output
     resumed = runner.invoke(cli.app, ["train", "--out", str(part), "--resume", "--quiet"])
@@ -246,13 +250,7 @@ def test_a_checkpoint_carried_alone_resumes_as_the_whole_run_folder(tmp_path, ti
     config = write_config(tmp_path, tiny_manifest, epochs=3)
     train_job.run(config, tmp_path / "whole", show_progress=False)
     partial = tmp_path / "partial"
-
-    def stop(row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_job.run(config, partial, show_progress=False, on_epoch=stop)
+    _killed_after(config, partial, epoch=2)
     carried = tmp_path / "carried"
     (carried / "checkpoints").mkdir(parents=True)
     for name in ("last.npz", "last.json"):
