@@ -46,13 +46,14 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
 import pydicom
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 from scipy import ndimage
 
 from denoise import __version__
@@ -219,6 +220,12 @@ class MeasuredNoise(BaseModel):
     kind: Literal["measured"] = "measured"
     model: dict
     alpha: Annotated[float, Field(gt=0)] = ALPHA
+
+    @field_validator("model")
+    @classmethod
+    def _no_none(cls, model: dict) -> dict:
+        """What was not known (a thickness no header states) is left out: TOML has no null."""
+        return {k: v for k, v in model.items() if v is not None}
 
     def realize(self, spacing_mm: float):
         from denoise.scanner_noise import NoiseModel as ScanNoise
@@ -401,7 +408,7 @@ def _neighbours_allowed(root: Path, choice: str | None) -> bool:
     """Whether the series to adapt to has slices close and even enough for neighbour pairs (the
     other checks are made, with their messages, when the series is selected)."""
     try:
-        select_series(root, choice, neighbours=True)
+        pick_slices(root, choice, neighbours=True)
     except UsageError as exc:
         return not any(word in str(exc) for word in ("apart", "uneven", "duplicate", "unknown"))
     return True
@@ -415,6 +422,70 @@ def measured_noise(series: Series) -> MeasuredNoise:
         return MeasuredNoise(model=measure_series(series).to_dict())
     except ValueError as exc:
         raise UsageError(f"the series' noise could not be measured ({exc}); state it with --noise-sd") from None
+
+
+@dataclass(frozen=True)
+class Slices:
+    """What adapt trains on: the slices of a DICOM series or of a NIfTI volume, in order."""
+
+    count: int
+    read: Callable[[int], np.ndarray]  # slice k, (H, W) float32 HU
+    pixel_spacing: tuple[float, float] | None
+    slice_spacing: float | None
+    label: str  # a 12-hex digest naming the series or file, never patient data
+    record: Callable[[], dict]  # what the model file records of it
+    measure: Callable[[], MeasuredNoise]
+
+
+def series_slices(series: Series) -> Slices:
+    paths = [f.path for f in series.files]
+    return Slices(len(paths), lambda k: load_ct(paths[k]).hu[0], series.files[0].pixel_spacing,
+                  series.slice_spacing, _series_label(series), lambda: series_record(series),
+                  lambda: measured_noise(series))
+
+
+def volume_slices(path: Path, choice: str | None, *, neighbours: bool) -> Slices:
+    """A NIfTI volume's slices (HU after the header's scaling), checked as a series is (UsageError)."""
+    from denoise.hashing import sha256_file
+    from denoise.nifti import read_nifti
+    from denoise.scanner_noise import measure_volume
+
+    if choice is not None:
+        raise UsageError("--series chooses among the series of a DICOM folder; a NIfTI file holds one volume")
+    try:
+        vol = read_nifti(path)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    z, rows, cols = vol.shape
+    if z < MIN_SLICES:
+        what = "neighbour-slice adaptation" if neighbours else "adaptation"
+        raise UsageError(f"{path}: {z} slice(s): {what} needs at least {MIN_SLICES}")
+    spacing = float(vol.spacing_mm[0])
+    if neighbours and spacing > MAX_SPACING_MM:
+        raise UsageError(f"slices are {spacing:.3g} mm apart: too far for neighbour similarity (at most "
+                         f"{MAX_SPACING_MM:g} mm); let adapt measure the noise (--method auto) or state it with "
+                         "--noise-sd")
+
+    def measure() -> MeasuredNoise:
+        try:
+            return MeasuredNoise(model=measure_volume(vol).to_dict())
+        except ValueError as exc:
+            raise UsageError(f"the volume's noise could not be measured ({exc}); state it with --noise-sd") \
+                from None
+
+    record = {"nifti_sha256": short_hash(sha256_file(path)), "slices": z, "slice_spacing_mm": spacing,
+              "size": [rows, cols], "kernel": str(vol.source.get("kernel") or "")}
+    return Slices(z, lambda k: vol.hu[k], (float(vol.spacing_mm[1]), float(vol.spacing_mm[2])), spacing,
+                  record["nifti_sha256"], lambda: record, measure)
+
+
+def pick_slices(root: Path, choice: str | None, *, neighbours: bool) -> Slices:
+    """The slices to adapt to under ``root``: a NIfTI volume, or the one chosen DICOM series."""
+    from denoise.nifti import is_nifti_path
+
+    if is_nifti_path(root):
+        return volume_slices(root, choice, neighbours=neighbours)
+    return series_slices(select_series(root, choice, neighbours=neighbours))
 
 
 def load_start_model(path) -> Denoiser:
@@ -518,25 +589,23 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
         method = {"neighbours": METHOD, "recorrupted": MEASURED}.get(opts.method, METHOD)
     if method == METHOD and opts.method == "auto" and saved is None:
         method = METHOD if _neighbours_allowed(Path(series_dir), series) else MEASURED
-    picked = select_series(Path(series_dir), series, neighbours=method == METHOD)
+    picked = pick_slices(Path(series_dir), series, neighbours=method == METHOD)
     den = load_start_model(from_model)
     start_meta = copy.deepcopy(den.metadata)
     pcfg = pair_config or PairConfig(offsets=neighbour_offsets(picked.slice_spacing))
     if not asked and not resume:
         minutes = DEFAULT_MINUTES
-    paths = [f.path for f in picked.files]
-
-    def read(index: int) -> np.ndarray:
-        return load_ct(paths[index]).hu[0]
-
-    check_slices = [read(k) for k in _validation_slices(len(paths))]  # validation, calibration, final check
+    read, n_slices = picked.read, picked.count
+    check_slices = [read(k) for k in _validation_slices(n_slices)]  # validation, calibration, final check
     if method == RECORRUPTED and model_of_noise is None:
-        model_of_noise = stated_noise(check_slices, picked.files[0].pixel_spacing, sd_hu=noise_sd, i0=dose_i0,
+        if picked.pixel_spacing is None:
+            raise UsageError("no PixelSpacing: the low-dose noise model needs the pixel size")
+        model_of_noise = stated_noise(check_slices, picked.pixel_spacing, sd_hu=noise_sd, i0=dose_i0,
                                       rng=np.random.default_rng([seed, 7]))
     elif method == MEASURED and model_of_noise is None:
-        model_of_noise = measured_noise(picked)
+        model_of_noise = picked.measure()
     config = AdaptRun(adapt=AdaptSettings(
-        method=method, series_dir=str(series_dir), series=_series_label(picked), from_model=den.model_id,
+        method=method, series_dir=str(series_dir), series=picked.label, from_model=den.model_id,
         minutes=minutes, epochs=epochs, seed=seed, lr=LR if method == METHOD else LR_RECORRUPTED,
         schedule=SCHEDULES[method], offsets=pcfg.offsets if method == METHOD else None), pairs=pcfg,
         noise=model_of_noise)
@@ -548,7 +617,7 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
             resumed = checkpoint.load(last)
         except checkpoint.CheckpointError as exc:
             raise UsageError(str(exc)) from None
-        if saved.adapt.series != _series_label(picked):
+        if saved.adapt.series != picked.label:
             raise UsageError(f"{run_dir} adapted to another series; resume it on that one or choose another --out")
         den.model, state = resumed.model, resumed.state
         optimizer = Adam(den.model.parameters(), lr=saved.adapt.lr)
@@ -559,14 +628,14 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
         # without a new budget, continue to the one the run was started with
         config = saved.with_budget(minutes, epochs) if asked else saved
     if model_of_noise is None:
-        pairs = NeighbourPairs(len(paths), read, den.window, config.pairs, rng)
-        val_pairs = _validation(len(paths), read, check_slices)
+        pairs = NeighbourPairs(n_slices, read, den.window, config.pairs, rng)
+        val_pairs = _validation(n_slices, read, check_slices)
     else:
-        noise = model_of_noise.realize(float(np.mean(picked.files[0].pixel_spacing)))
-        pairs = RecorruptedPairs(len(paths), read, noise, den.window, config.pairs, rng, alpha=model_of_noise.alpha,
+        noise = model_of_noise.realize(float(np.mean(picked.pixel_spacing)))
+        pairs = RecorruptedPairs(n_slices, read, noise, den.window, config.pairs, rng, alpha=model_of_noise.alpha,
                                  refresh=REFRESH)
-        val_pairs = _validation(len(paths), read, check_slices, noise, model_of_noise.alpha)
-    shown = read(len(paths) // 2)
+        val_pairs = _validation(n_slices, read, check_slices, noise, model_of_noise.alpha)
+    shown = read(n_slices // 2)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.toml", config.to_toml())
     engine = Engine(den.model, optimizer, pairs, masked_mse_loss, config.engine_config(), run_dir=run_dir, rng=rng,
@@ -585,7 +654,7 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
         end_epoch=end_epoch))
     rows = state.rows
     _render(run_dir, rows, shown)
-    spacing = picked.files[0].pixel_spacing
+    spacing = picked.pixel_spacing
     check = noise_check(den, check_slices, spacing) if spacing else {"measured": False, "passed": True}
     write_text(run_dir / "check.json", json.dumps(check, indent=2))
     if not check["passed"]:
@@ -621,7 +690,7 @@ def _render(run_dir: Path, rows: list[dict], shown: np.ndarray) -> None:
     training_curves(rows, run_dir / "curves.png")
 
 
-def _model_metadata(out: Path, start: dict, config: AdaptRun, series: Series, rows: list[dict], seconds: float,
+def _model_metadata(out: Path, start: dict, config: AdaptRun, series: Slices, rows: list[dict], seconds: float,
                     seed: int) -> dict:
     adapt, noise = config.adapt, config.noise
     options = "" if noise is None else f" {noise.option()}"
@@ -637,7 +706,7 @@ def _model_metadata(out: Path, start: dict, config: AdaptRun, series: Series, ro
         "noise": {**(start.get("noise") or {}), "blind": True},
         "adaptation": {
             **record,
-            "series": series_record(series),
+            "series": series.record(),
             "from_model": adapt.from_model,
             "epochs": rows[-1]["epoch"] if rows else 0,
             "steps": rows[-1]["step"] if rows else 0,

@@ -226,3 +226,25 @@ def test_noise_matched_on_a_nifti_volume(tmp_path):
 def test_noise_refuses_a_nifti_that_is_not_ct(not_ct, tmp_path):
     result = invoke("noise", not_ct, tmp_path / "o", "--sigma", "10")
     assert result.exit_code == 2 and "0..1" in error_line(result)
+
+
+def test_adapt_on_a_nifti_volume_writes_a_model_and_refuses_what_makes_no_sense(tmp_path, not_ct):
+    """adapt takes a NIfTI volume as it takes a series: neighbours where its slices are close,
+    the measured noise where they are not; --series is for DICOM folders."""
+    write_noisy_series(tmp_path / "thin", 6, image=np.full((96, 96), 40.0), gap_mm=1.0)
+    thin = write_nifti(ctd.read(tmp_path / "thin"), tmp_path / "thin.nii.gz")
+    res = invoke("adapt", str(thin), "--out", str(tmp_path / "m"), "--epochs", "1", "-q")
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "m.json").read_text())["metadata"]["adaptation"]
+    assert record["method"] == "noise2sim-neighbour-slices" and record["series"]["slices"] == 6
+    assert len(record["series"]["nifti_sha256"]) == 12
+    write_noisy_series(tmp_path / "thick", 6, image=np.full((96, 96), 40.0), gap_mm=5.0)
+    thick = write_nifti(ctd.read(tmp_path / "thick"), tmp_path / "thick.nii.gz")
+    res = invoke("adapt", str(thick), "--out", str(tmp_path / "t"), "--epochs", "1", "-q")
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "t.json").read_text())["metadata"]["adaptation"]
+    assert record["method"] == "recorrupted-measured-noise"
+    assert record["noise_model"]["model"]["noise_sd_hu"] == pytest.approx(20.0, rel=0.15)
+    for args, reason in (((str(thin), "--series", "1"), "--series"), ((str(not_ct),), "")):
+        res = invoke("adapt", *args, "--out", str(tmp_path / "x"), "--epochs", "1", "-q")
+        assert res.exit_code == 2 and reason in res.output and "Traceback" not in res.output, res.output
