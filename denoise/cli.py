@@ -113,7 +113,7 @@ def noise(
     from pipelines import noise as job
 
     with refused(UsageError):
-        targets = job.targets(input, output, clean_out)
+        targets = job.targets(input, output, clean_out, workers=workers, allow_non_hu=allow_non_hu)
     reports = {}
     if is_nifti_path(input):
         for name, target in targets.items():

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.sr.codedict import codes
 
-from denoise.batch import BatchReport, check_paths, run_batch
+from denoise.batch import BatchReport, UsageError, check_paths, run_batch
 from denoise.dicom.identity import Derivation
 from denoise.dicom.scan import CTFile
 from denoise.noise import DEFAULT_VIEWS, add_gaussian, noisy_line_integrals, project, reconstruct
@@ -176,13 +176,18 @@ def measured_models(root: Path, *, allow_non_hu: bool = False) -> tuple[tuple[st
     return tuple(models)
 
 
-def targets(input_path, output_root, clean_root=None) -> dict[str, Path]:
+def targets(input_path, output_root, clean_root=None, *, workers: int = 1,
+            allow_non_hu: bool = False) -> dict[str, Path]:
     """Where ``ct-denoise noise`` writes, by run: ``noisy`` (the noisy copies)
     and, with ``clean_root``, ``clean`` (the low-dose pair's clean reference).
     The clean folder is checked (:func:`denoise.batch.check_paths`) here, so a
-    bad one is refused before the first run writes anything."""
+    bad one is refused before the first run writes anything; so are options
+    that mean nothing for a NIfTI volume (UsageError)."""
     from denoise.nifti import is_nifti_path
 
+    given = [name for name, on in (("--workers", workers != 1), ("--allow-non-hu", allow_non_hu)) if on]
+    if is_nifti_path(input_path) and given:
+        raise UsageError(f"{' and '.join(given)}: not with NIfTI (a volume is processed in this process, in HU)")
     if clean_root is None:
         return {"noisy": Path(output_root)}
     if not is_nifti_path(input_path):  # a NIfTI volume's outputs are checked by run_nifti

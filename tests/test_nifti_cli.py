@@ -248,3 +248,11 @@ def test_adapt_on_a_nifti_volume_writes_a_model_and_refuses_what_makes_no_sense(
     for args, reason in (((str(thin), "--series", "1"), "--series"), ((str(not_ct),), "")):
         res = invoke("adapt", *args, "--out", str(tmp_path / "x"), "--epochs", "1", "-q")
         assert res.exit_code == 2 and reason in res.output and "Traceback" not in res.output, res.output
+
+
+def test_noise_refuses_options_that_mean_nothing_for_a_volume(pair, tmp_path):
+    _, nifti = pair
+    for option in (("--workers", "2"), ("--allow-non-hu",)):
+        res = invoke("noise", str(nifti), str(tmp_path / "n.nii.gz"), "--sigma", "10", *option)
+        assert res.exit_code == 2 and option[0] in error_line(res), res.output
+    assert not (tmp_path / "n.nii.gz").exists()
