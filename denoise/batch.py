@@ -392,3 +392,24 @@ def run_batch(input_path: str | os.PathLike, output_root: str | os.PathLike,
     skipped = len(outcomes)
     report.outcomes[skipped:] = sorted(report.outcomes[skipped:], key=lambda o: order.get(o.relpath, len(order)))
     return report
+
+
+@dataclass
+class VolumeReport:
+    """What ``denoise`` did with NIfTI: a NIfTI input, or a DICOM input written as NIfTI (``--format nifti``)."""
+
+    input: str
+    output: str
+    volumes: list[dict] = field(default_factory=list)  # per volume: input, series, slices, output (or reason)
+    settings: dict = field(default_factory=dict)
+    command: str = "denoise"
+
+    @property
+    def exit_code(self) -> int:
+        if not self.volumes:
+            return EXIT_NOTHING
+        return EXIT_PARTIAL if any("reason" in v for v in self.volumes) else EXIT_OK
+
+    def to_dict(self) -> dict:
+        return {"command": self.command, "format": "nifti", "input": self.input, "output": self.output,
+                "exit_code": self.exit_code, "volumes": self.volumes, "settings": self.settings}

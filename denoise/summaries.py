@@ -37,7 +37,7 @@ def batch(report, command: str | None = None) -> Printout:
 
 
 def volumes(report) -> Printout:
-    """``denoise`` into NIfTI (:class:`pipelines.denoise_folder.VolumeReport`): each volume written (or
+    """``denoise`` into NIfTI (:class:`denoise.batch.VolumeReport`): each volume written (or
     why not), then the count; the JSON holds the settings as :func:`batch`'s does."""
     def name(v: dict) -> str:
         return f"series {v['series_number']}" if "series_uid" in v else v["input"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from denoise.text import printable
 
+NOISY_LABEL = "noisy input"  # the noisy input's row in evaluate's comparison (the report marks it)
 QA_FORMAT = "ct-denoise qa"  # the "format" of the document `ct-denoise qa --json` writes and the report reads
 
 

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from denoise.batch import (
-    EXIT_NOTHING,
-    EXIT_OK,
-    EXIT_PARTIAL,
     BatchReport,
     UsageError,
+    VolumeReport,
     check_paths,
     check_writable,
     run_batch,
@@ -82,27 +79,6 @@ def settings(denoiser, model_path=None, *, device: str = "cpu", workers: int = 1
 
 
 FORMATS = ("dicom", "nifti")
-
-
-@dataclass
-class VolumeReport:
-    """What ``denoise`` did with NIfTI: a NIfTI input, or a DICOM input written as NIfTI (``--format nifti``)."""
-
-    input: str
-    output: str
-    volumes: list[dict] = field(default_factory=list)  # per volume: input, series, slices, output (or reason)
-    settings: dict = field(default_factory=dict)
-    command: str = "denoise"
-
-    @property
-    def exit_code(self) -> int:
-        if not self.volumes:
-            return EXIT_NOTHING
-        return EXIT_PARTIAL if any("reason" in v for v in self.volumes) else EXIT_OK
-
-    def to_dict(self) -> dict:
-        return {"command": self.command, "format": "nifti", "input": self.input, "output": self.output,
-                "exit_code": self.exit_code, "volumes": self.volumes, "settings": self.settings}
 
 
 def check_nifti_options(input_path, output, *, fmt: str | None, workers: int = 1, scheduler: str | None = None,

@@ -37,9 +37,9 @@ from denoise.dicom.pixels import load_ct
 from denoise.dicom.scan import CTFile, ScanResult, scan
 from denoise.nifti import is_nifti_path
 from denoise.quality.tally import Tally
+from denoise.tables import NOISY_LABEL
 
 TEST_LABEL = "test"
-NOISY_LABEL = "noisy input"
 REFERENCE_LABEL = "reference"
 
 METRIC_KEYS = ("psnr", "ssim", "rmse_hu", "mse")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.sr.codedict import codes
 
-from denoise.batch import BatchReport, UsageError, check_paths, run_batch
+from denoise.batch import BatchReport, UsageError, VolumeReport, check_paths, run_batch
 from denoise.dicom.identity import Derivation
 from denoise.dicom.scan import CTFile
 from denoise.noise import DEFAULT_VIEWS, add_gaussian, noisy_line_integrals, project, reconstruct
@@ -225,7 +225,6 @@ def run_nifti(input_path, output, *, sigma_hu: float | None = None, i0: float | 
     from denoise.nifti import is_nifti_path, read_nifti, write_nifti
     from denoise.scanner_noise import measure_volume
     from denoise.text import one_line
-    from pipelines.denoise_folder import VolumeReport
 
     input_path, output = Path(input_path), Path(output)
     try:

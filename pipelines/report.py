@@ -52,9 +52,8 @@ from denoise.report.parts import (
     window_text,
 )
 from denoise.report.quality_sections import EXPLAIN, evaluation_quality, load_qa, qa_file, qa_sections
-from denoise.tables import HTML, METRICS, pick, table
+from denoise.tables import HTML, METRICS, NOISY_LABEL, pick, table
 from denoise.text import one_line
-from pipelines.evaluate import NOISY_LABEL
 
 EVALUATION_JSON = "evaluation.json"
 MAX_PANELS = 3
