@@ -109,26 +109,18 @@ def noise(
     """Write noisy copies of CT files.
 
     One derived series per input series: Gaussian (--sigma), low-dose (--dose) or scan-matched (--matched)."""
-    from denoise.nifti import is_nifti_path
     from pipelines import noise as job
 
     with refused(UsageError):
         targets = job.targets(input, output, clean_out, workers=workers, allow_non_hu=allow_non_hu)
     reports = {}
-    if is_nifti_path(input):
-        for name, target in targets.items():
-            with refused(UsageError):
-                reports[name] = job.run_nifti(input, target, sigma_hu=sigma, i0=dose, seed=seed, n_views=views,
-                                              clean=name == "clean", force=force, matched=matched)
-            present(summaries.volumes(reports[name]), json_out, with_json=False)
-        raise finish(json_out, summaries.noise(reports))
     for name, target in targets.items():
         label = "reference" if name == "clean" else "noise"
         with refused(UsageError, ValueError), batch_progress(label) as (plan, outcome):
             reports[name] = job.run(input, target, sigma_hu=sigma, i0=dose, seed=seed, n_views=views,
                                     clean=name == "clean", force=force, workers=workers, on_scan=plan.scan,
                                     on_plan=plan, on_outcome=outcome, allow_non_hu=allow_non_hu, matched=matched)
-        present(summaries.batch(reports[name]), json_out, with_json=False)
+        present(summaries.run_report(reports[name]), json_out, with_json=False)
     raise finish(json_out, summaries.noise(reports))
 
 
@@ -165,17 +157,12 @@ def denoise(
         scheduler = job.scheduler_address(scheduler, dask)
         fmt = job.check_nifti_options(input, output, fmt=output_format and output_format.value, workers=workers,
                                       scheduler=scheduler, allow_non_hu=allow_non_hu)
-    if fmt == "nifti":
-        with refused(UsageError, DeviceError):
-            report = job.run_nifti(input, output, model_path=model, tile=tile, overlap=overlap, device=device.value,
-                                   ensemble=ensemble, force=force, strength=strength, noise_sd_hu=noise_sd)
-        raise finish(json_out, summaries.volumes(report))
     with refused(UsageError, DeviceError), batch_progress("denoise") as (plan, outcome):
         report = job.run(input, output, model_path=model, tile=tile, overlap=overlap, device=device.value,
                          ensemble=ensemble, force=force, workers=workers, scheduler=scheduler,
                          on_plan=plan, on_outcome=outcome, strength=strength, noise_sd_hu=noise_sd,
-                         allow_non_hu=allow_non_hu, on_scan=plan.scan)
-    raise finish(json_out, summaries.batch(report, "denoise"))
+                         allow_non_hu=allow_non_hu, on_scan=plan.scan, fmt=fmt)
+    raise finish(json_out, summaries.run_report(report, "denoise"))
 
 
 @command(app, "ct-denoise evaluate clean/ denoised/", "ct-denoise evaluate clean/ out/ --noisy in/ --baselines nlm,tv")

@@ -36,6 +36,13 @@ def batch(report, command: str | None = None) -> Printout:
                      **({"settings": report.settings} if report.settings else {})}, report.exit_code, stderr=nothing)
 
 
+def run_report(report, command: str | None = None) -> Printout:
+    """What a run wrote: :func:`volumes` for NIfTI, :func:`batch` for DICOM."""
+    from denoise.batch import VolumeReport
+
+    return volumes(report) if isinstance(report, VolumeReport) else batch(report, command)
+
+
 def volumes(report) -> Printout:
     """``denoise`` into NIfTI (:class:`denoise.batch.VolumeReport`): each volume written (or
     why not), then the count; the JSON holds the settings as :func:`batch`'s does."""

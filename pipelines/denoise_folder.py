@@ -40,8 +40,12 @@ def scheduler_address(scheduler: str | None = None, dask: str | None = None) -> 
 def run(input_path, output_root, *, model_path=None, tile: int | None = None, overlap: float = 0.25,
         device: str = "cpu", force: bool = False, workers: int = 1, scheduler: str | None = None,
         on_outcome=None, on_plan=None, ensemble: int = DEFAULT_ENSEMBLE, strength=DEFAULT_STRENGTH,
-        noise_sd_hu: float | None = None, allow_non_hu: bool = False, on_scan=None) -> BatchReport:
-    """Denoise every CT file under ``input_path`` into ``output_root``."""
+        noise_sd_hu: float | None = None, allow_non_hu: bool = False, on_scan=None,
+        fmt: str = "dicom") -> BatchReport | VolumeReport:
+    """Denoise every CT file under ``input_path`` into ``output_root`` (``fmt`` nifti: :func:`run_nifti`)."""
+    if fmt == "nifti":
+        return run_nifti(input_path, output_root, model_path=model_path, tile=tile, overlap=overlap, device=device,
+                         force=force, ensemble=ensemble, strength=strength, noise_sd_hu=noise_sd_hu)
     if tile is not None and tile < 8:
         raise UsageError(f"--tile must be >= 8 pixels, got {tile}")
     if not 0 <= overlap < 1:

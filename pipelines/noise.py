@@ -149,9 +149,15 @@ class NoiseJob:
 def run(input_path, output_root, *, sigma_hu: float | None = None, i0: float | None = None,
         seed: int = 0, n_views: int = DEFAULT_VIEWS, clean: bool = False, force: bool = False,
         workers: int = 1, on_outcome=None, on_plan=None, allow_non_hu: bool = False,
-        on_scan=None, matched: float | None = None) -> BatchReport:
+        on_scan=None, matched: float | None = None) -> BatchReport | VolumeReport:
     """Write noisy copies of every CT file under ``input_path`` to
-    ``output_root`` (or, with ``clean``, the low-dose pair's clean reference)."""
+    ``output_root`` (or, with ``clean``, the low-dose pair's clean reference);
+    a NIfTI volume goes to :func:`run_nifti`."""
+    from denoise.nifti import is_nifti_path
+
+    if is_nifti_path(input_path):
+        return run_nifti(input_path, output_root, sigma_hu=sigma_hu, i0=i0, seed=seed, n_views=n_views, clean=clean,
+                         force=force, matched=matched)
     job = NoiseJob(sigma_hu=sigma_hu, i0=i0, seed=seed, n_views=n_views, clean=clean, matched=matched)
     if matched is not None:
         job = dataclasses.replace(job, models=measured_models(Path(input_path), allow_non_hu=allow_non_hu))
