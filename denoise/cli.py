@@ -301,9 +301,9 @@ def adapt(
 ):
     """Adapt a model to your scanner from one noisy series.
 
-    No clean images needed. By default
-    self-supervised on neighbour slices (as in Noise2Sim); with --noise-sd or --dose, on recorrupted
-    pairs of the noise you name. Then use it with `denoise --model OUT`."""
+    No clean images needed: self-supervised on neighbour slices (as in Noise2Sim) where the slices
+    allow, else on recorrupted pairs of the noise measured on the series; with --noise-sd or --dose,
+    on recorrupted pairs of the noise you name. Then use it with `denoise --model OUT`."""
     from denoise.dicom.pixels import PixelDataError
     from pipelines import adapt as job
 
