@@ -47,6 +47,7 @@ from nibabel.orientations import (
 
 from denoise import __version__
 from denoise.atomic import atomic_path
+from denoise.dicom.scan import positive_number
 from denoise.text import one_line
 from denoise.volume import Volume, check_affine, ct_range_problem
 
@@ -127,7 +128,7 @@ def read_nifti(path: str | os.PathLike) -> Volume:
         "series_uid": _text(sidecar.get("SeriesInstanceUID")),
         "series_number": sidecar.get("SeriesNumber"),
         "kernel": _text(sidecar.get("ConvolutionKernel")),
-        "slice_thickness_mm": _number(sidecar.get("SliceThickness")),
+        "slice_thickness_mm": positive_number(sidecar.get("SliceThickness")),
         "sidecar": str(_sidecar_path(path)) if sidecar else None,
     }
     return Volume(np.ascontiguousarray(xyz.transpose(2, 1, 0)), (spacing[2], spacing[1], spacing[0]), affine,
@@ -268,9 +269,3 @@ def _text(value) -> str | None:
     return str(value).strip() or None if value is not None else None
 
 
-def _number(value) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) and number > 0 else None

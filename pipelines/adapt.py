@@ -404,14 +404,15 @@ def _saved_run(last: Path) -> AdaptRun:
         raise UsageError(f"{model_paths(last)[1]}: not a readable adapt checkpoint ({reason})") from None
 
 
-def _neighbours_allowed(root: Path, choice: str | None) -> bool:
-    """Whether the series to adapt to has slices close and even enough for neighbour pairs (the
-    other checks are made, with their messages, when the series is selected)."""
+def _pick_told_nothing(root: Path, choice: str | None) -> tuple[Slices, str]:
+    """``--method auto`` told no noise: the slices with neighbour pairs where their spacing allows,
+    else with the measured noise (read again without the neighbour checks only then)."""
     try:
-        pick_slices(root, choice, neighbours=True)
+        return pick_slices(root, choice, neighbours=True), METHOD
     except UsageError as exc:
-        return not any(word in str(exc) for word in ("apart", "uneven", "duplicate", "unknown"))
-    return True
+        if not any(word in str(exc) for word in ("apart", "uneven", "duplicate", "unknown")):
+            raise
+    return pick_slices(root, choice, neighbours=False), MEASURED
 
 
 def measured_noise(series: Series) -> MeasuredNoise:
@@ -588,8 +589,9 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
     else:
         method = {"neighbours": METHOD, "recorrupted": MEASURED}.get(opts.method, METHOD)
     if method == METHOD and opts.method == "auto" and saved is None:
-        method = METHOD if _neighbours_allowed(Path(series_dir), series) else MEASURED
-    picked = pick_slices(Path(series_dir), series, neighbours=method == METHOD)
+        picked, method = _pick_told_nothing(Path(series_dir), series)
+    else:
+        picked = pick_slices(Path(series_dir), series, neighbours=method == METHOD)
     den = load_start_model(from_model)
     start_meta = copy.deepcopy(den.metadata)
     pcfg = pair_config or PairConfig(offsets=neighbour_offsets(picked.slice_spacing))

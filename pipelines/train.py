@@ -260,8 +260,9 @@ def scanner_noise_models(run_dir: Path, slices, paths, resume: bool) -> dict:
     saved = run_dir / "noise_models.json"
     if resume and saved.is_file():
         return json.loads(saved.read_text())
-    if resume and _checkpoint_fields(run_dir).get("noise_models"):
-        return _checkpoint_fields(run_dir)["noise_models"]
+    carried = _checkpoint_fields(run_dir).get("noise_models") if resume else None
+    if carried:
+        return carried
     models = measure_noise_models(slices, paths)
     if not models:
         raise ConfigError("noise.scanner_fraction > 0, but no training series has slices a noise model can be "

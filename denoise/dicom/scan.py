@@ -414,7 +414,7 @@ def _describe(ds: Dataset, path: Path, relpath: PurePosixPath) -> CTFile:
         frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
         normal=tuple(float(v) for v in normal) if normal is not None else None,
         source_sop_uid=_first_source_sop(ds),
-        slice_thickness=_positive(_attribute(ds, "SliceThickness", "PixelMeasuresSequence")),
+        slice_thickness=positive_number(_attribute(ds, "SliceThickness", "PixelMeasuresSequence")),
         **_acquisition(ds),
     )
 
@@ -443,30 +443,30 @@ def _text(value) -> str | None:
 def _acquisition(ds: Dataset) -> dict:
     """What the scan was (``ct-denoise info``): kernel, kVp, exposure, CTDIvol, scanner, ORIGINAL/DERIVED;
     Enhanced CT states them in the first frame's functional groups."""
-    current = _positive(_attribute(ds, "XRayTubeCurrent"))
-    time_ms = _positive(_attribute(ds, "ExposureTime"))
-    micro = _positive(_attribute(ds, "ExposureInuAs"))
+    current = positive_number(_attribute(ds, "XRayTubeCurrent"))
+    time_ms = positive_number(_attribute(ds, "ExposureTime"))
+    micro = positive_number(_attribute(ds, "ExposureInuAs"))
     # the tube's current-time product where the header states it; Exposure only where it does not: scanners
     # differ on what they write there (Siemens: effective mAs, over the pitch; some GE: not mAs at all)
-    exposure = (_positive(_attribute(ds, "ExposureInmAs", "CTExposureSequence"))
+    exposure = (positive_number(_attribute(ds, "ExposureInmAs", "CTExposureSequence"))
                 or (current * time_ms / 1000 if current and time_ms else None)
-                or _positive(_attribute(ds, "Exposure"))
+                or positive_number(_attribute(ds, "Exposure"))
                 or (micro / 1000 if micro else None))
     image_type = _text(_attribute(ds, "ImageType"))
     return {
         "kernel": _text(_attribute(ds, "ConvolutionKernel", "CTReconstructionSequence")),
-        "kvp": _positive(_attribute(ds, "KVP", "CTXRayDetailsSequence")),
+        "kvp": positive_number(_attribute(ds, "KVP", "CTXRayDetailsSequence")),
         "exposure_mas": exposure,
         "tube_current_ma": current,
         "exposure_time_ms": time_ms,
-        "ctdi_vol_mgy": _positive(_attribute(ds, "CTDIvol", "CTExposureSequence")),
+        "ctdi_vol_mgy": positive_number(_attribute(ds, "CTDIvol", "CTExposureSequence")),
         "manufacturer": _text(_attribute(ds, "Manufacturer")),
         "model_name": _text(_attribute(ds, "ManufacturerModelName")),
         "image_type": image_type.split("/", 1)[0].upper() if image_type else None,
     }
 
 
-def _positive(value) -> float | None:
+def positive_number(value) -> float | None:
     """A positive finite number from a DS value, else None (absent, empty or malformed)."""
     try:
         number = float(value)
