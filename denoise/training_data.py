@@ -39,6 +39,7 @@ the noisy slice stands in for its neighbours.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -99,27 +100,33 @@ def _reader():
 
 def _neighbour_paths(paths: list[Path], n: int) -> dict[Path, tuple[Path | None, ...]]:
     """Each file's ``n`` neighbours on each side, from a scan of the folders that hold the files."""
-    from denoise.dicom.scan import scan
     from denoise.neighbours import neighbourhood
 
     out = {}
     for folder in sorted({Path(p).resolve().parent for p in paths}):
-        for series in scan(folder).series:
+        for series in _folder_series(folder):
             hood = neighbourhood(series)
             out.update({f.path: hood.of(f.path, n) for f in series.files})
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _folder_series(folder: Path) -> tuple:
+    """The CT series of one folder, scanned once for the neighbours and the noise models both."""
+    from denoise.dicom.scan import scan
+
+    return tuple(scan(folder).series)
+
+
 def measure_noise_models(slices: list[Slice], paths: list[Path]) -> dict[str, dict]:
     """The noise model (:func:`denoise.scanner_noise.measure_series`, as a dict) of every series
     the training files come from, by SeriesInstanceUID; a series it cannot be measured on is left out."""
-    from denoise.dicom.scan import scan
     from denoise.scanner_noise import measure_series
 
     wanted = {s.series for s in slices}
     models = {}
     for folder in sorted({Path(p).resolve().parent for p in paths}):
-        for series in scan(folder).series:
+        for series in _folder_series(folder):
             if series.uid in wanted and series.uid not in models:
                 try:
                     models[series.uid] = measure_series(series).to_dict()
