@@ -41,11 +41,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
+from denoise.body import body_mask
 from denoise.conditioning import blind_input
 from denoise.normalize import HUWindow
 from denoise.patches import BODY_HU, augment
 
 ALPHA = 0.5  # recorruption: input y + ALPHA m, target y - m / ALPHA
+BODY_MARGIN = 5  # px the body mask of RecorruptedPairs(outside=...) is widened by: its edge is trained too
 MASK_BOX = 7  # px, the local mean compared between neighbours
 MASK_HU = 30.0  # local means differing by more than this are anatomy, not noise
 OFFSETS = (-2, -1, 1, 2)  # neighbour slices a centre slice is paired with, by default
@@ -227,11 +229,18 @@ class RecorruptedPairs(NeighbourPairs):
         Share of ``m`` added to the input; the target gets ``-m / alpha``.
     refresh : float
         Share of the bank replaced per epoch (the noise costs ~0.2 s per 512x512 slice on 2 cores).
+    outside : callable, optional
+        ``outside(hu) -> (H, W) HU``, the target outside the patient's body (:func:`denoise.body.body_mask`,
+        widened by :data:`BODY_MARGIN` px), where no noise is added: for a noise model that holds
+        inside the body only, as one measured on its soft tissue. Outside it (air, the table) the
+        stored values are clipped at the scanner's lowest number, so a recorrupted pair's two noises
+        no longer cancel there; the start model's own output keeps what it did there.
     """
 
     def __init__(self, n_slices: int, read: Callable[[int], np.ndarray],
                  noise: Callable[[np.ndarray, np.random.Generator], np.ndarray], window: HUWindow,
-                 cfg: PairConfig, rng: np.random.Generator, *, alpha: float = ALPHA, refresh: float = 1 / 3):
+                 cfg: PairConfig, rng: np.random.Generator, *, alpha: float = ALPHA, refresh: float = 1 / 3,
+                 outside: Callable[[np.ndarray], np.ndarray] | None = None):
         if n_slices < 1:
             raise ValueError("recorrupted pairs need at least 1 slice")
         if not 0 < alpha:
@@ -239,6 +248,7 @@ class RecorruptedPairs(NeighbourPairs):
         self.n, self.read, self.window, self.rng = n_slices, read, window, rng
         self.cfg = replace(cfg, swap=False)  # the input is always the recorrupted-up one
         self.noise, self.alpha, self.refresh = noise, float(alpha), float(refresh)
+        self.outside = outside
         self._bank: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.new_epoch()
 
@@ -254,13 +264,19 @@ class RecorruptedPairs(NeighbourPairs):
                 continue
             m = np.asarray(self.noise(y, self.rng), dtype=np.float32)
             body = ndimage.uniform_filter(y, size=MASK_BOX) > BODY_HU
-            self._bank.append((y, m, body))
+            target = None
+            if self.outside is not None:
+                inside = ndimage.binary_dilation(body_mask(y), iterations=BODY_MARGIN)
+                m = np.where(inside, m, np.float32(0.0))
+                target = np.where(inside, y - m / self.alpha, np.asarray(self.outside(y), np.float32))
+            self._bank.append((y, m, body, target))
         h, w = self._bank[0][0].shape
         if h < self.cfg.patch or w < self.cfg.patch:
             raise ValueError(f"slices of {h}x{w} are smaller than the {self.cfg.patch}px patches")
         self.a = np.stack([e[0] for e in self._bank])  # the noisy slices, HU
         self.m = np.stack([e[1] for e in self._bank])  # their noise realizations, HU
         self.body = np.stack([e[2] for e in self._bank])
+        self.target = np.stack([e[3] for e in self._bank]) if self.outside is not None else None
 
     def batch(self, model) -> tuple[np.ndarray, np.ndarray]:
         """(network input (N, p, p, C), target (N, p, p, 2): recorrupted value, mask of ones). Each
@@ -270,5 +286,9 @@ class RecorruptedPairs(NeighbourPairs):
         y = self.a[idx]
         m = self.m[idx] * self.rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=n)[:, None, None]
         w = self.window
-        xs, ys = augment([w.clip(w.to_model(y + self.alpha * m)), w.clip(w.to_model(y - m / self.alpha))], self.rng)
+        if self.target is None:
+            target = y - m / self.alpha
+        else:  # the sign flips the noise: y - m / alpha inside the body, outside(y) where m is 0
+            target = np.where(m != 0, y - m / self.alpha, self.target[idx])
+        xs, ys = augment([w.clip(w.to_model(y + self.alpha * m)), w.clip(w.to_model(target))], self.rng)
         return blind_input(model, xs[..., None]), np.stack([ys, np.ones_like(ys)], axis=-1)

@@ -2,7 +2,7 @@
 
 Self-supervised training (:mod:`denoise.adaptation`), starting from the
 bundled model (or ``--from``), for ``--minutes`` or ``--epochs``, by one of
-two methods:
+three methods:
 
 * ``noise2sim-neighbour-slices`` (the default): slice k -> slice k+-d. It
   needs nothing but the series, and removes all the noise it can tell from
@@ -15,6 +15,9 @@ two methods:
   of that noise (:func:`denoise.noise.low_dose_noise`), so the model removes
   that noise and keeps the texture beneath it; no neighbours are needed, so
   thick slices are accepted too.
+* ``recorrupted-measured-noise`` (told nothing, ``method="recorrupted"``):
+  the same pairs, with noise synthesized from the noise model measured on
+  the series itself (:mod:`denoise.scanner_noise`).
 
 The run folder (``<out>.run`` unless ``run_dir`` is given) is
 self-describing and resumable, as ``train`` writes it::
@@ -415,6 +418,13 @@ def _pick_told_nothing(root: Path, choice: str | None) -> tuple[Slices, str]:
     return pick_slices(root, choice, neighbours=False), MEASURED
 
 
+def _start_output(from_model) -> Callable[[np.ndarray], np.ndarray]:
+    """The start model, a frozen copy of one view, as a function of one slice: the measured noise's
+    recorrupted pairs take its output as the target outside the body, where that noise model does
+    not hold."""
+    return load_start_model(from_model)
+
+
 def measured_noise(series: Series) -> MeasuredNoise:
     """The series' own noise model (:func:`denoise.scanner_noise.measure_series`), or UsageError."""
     from denoise.scanner_noise import measure_series
@@ -634,8 +644,9 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
         val_pairs = _validation(n_slices, read, check_slices)
     else:
         noise = model_of_noise.realize(float(np.mean(picked.pixel_spacing)))
+        outside = _start_output(from_model) if isinstance(model_of_noise, MeasuredNoise) else None
         pairs = RecorruptedPairs(n_slices, read, noise, den.window, config.pairs, rng, alpha=model_of_noise.alpha,
-                                 refresh=REFRESH)
+                                 refresh=REFRESH, outside=outside)
         val_pairs = _validation(n_slices, read, check_slices, noise, model_of_noise.alpha)
     shown = read(n_slices // 2)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -280,6 +280,38 @@ def test_recorrupted_pairs_known_answer():
     assert (target[..., 1] == 1).all()
 
 
+def test_recorrupted_pairs_of_a_body_only_noise_keep_the_start_model_outside_the_body():
+    """With ``outside``, the noise is added inside the (widened) body only, and outside it the
+    target is ``outside(y)`` with the input left as it is."""
+    from denoise.adaptation import BODY_MARGIN, RecorruptedPairs
+
+    window = HUWindow(-1000, 1000, 0.5)
+    body = _ellipse(96, semi_axes_px=(20.0, 30.0)) == 0
+
+    def read(i):
+        return np.where(body, 40.0, -1000.0).astype(np.float32)
+
+    cfg = PairConfig(patch=96, batch=8, pairs_per_epoch=3)
+    pairs = RecorruptedPairs(5, read, lambda hu, rng: np.full(hu.shape, 8.0, np.float32), window, cfg,
+                             np.random.default_rng(0), alpha=0.5, outside=lambda hu: np.full(hu.shape, -990.0))
+    x, target = pairs.batch(_Plain())
+    inp, out = window.to_hu(x[..., 0]), window.to_hu(target[..., 0])
+    noisy = np.abs(inp - out) > 15.0  # (0.5 + 2) * 8 HU apart where the noise was added, 10 HU outside
+    np.testing.assert_allclose(np.abs(inp - out)[noisy], 20.0, atol=1e-3)
+    for k in range(len(inp)):  # patches are whole slices under some flip or turn: count the pixels
+        assert noisy[k].sum() == pytest.approx(
+            ndimage_dilate(body, BODY_MARGIN).sum(), abs=1)
+    np.testing.assert_allclose(inp[~noisy], -1000.0, atol=1e-3)  # the air as it is
+    np.testing.assert_allclose(out[~noisy], -990.0, atol=1e-3)  # the start model's output
+    assert (target[..., 1] == 1).all()
+
+
+def ndimage_dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask, iterations=px)
+
+
 def test_calibration_finds_the_photons_for_a_stated_sd():
     from denoise.noise import low_dose_noise
     from denoise.quality.noise_level import noise_sd, soft_tissue_centres
