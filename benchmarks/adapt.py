@@ -10,12 +10,14 @@ only for scoring, and for the supervised ceiling: the same start model,
 trained for the same time on (noisy, clean) pairs of the same slices
 (Adam 6e-4, cosine decay).
 
-Two adaptations (``--methods``): ``neighbours`` (``ct-denoise adapt``'s
-default, Noise2Sim-style, told nothing) and ``recorrupted`` (``adapt --dose
-I0``: told the noise model the benchmark simulated, the photon count, never
-the clean images; its training noise is ``denoise.noise.low_dose_noise``,
-the fast image-domain stand-in, not the sinogram simulation that made the
-series).
+Three adaptations (``--methods``): ``neighbours`` (``adapt --method
+neighbours``, Noise2Sim-style, told nothing), ``measured`` (``adapt --method
+recorrupted``, told nothing: recorrupted pairs of the noise model that
+``denoise.scanner_noise`` measures on the noisy series itself) and
+``recorrupted`` (``adapt --dose I0``: told the noise model the benchmark
+simulated, the photon count, never the clean images; its training noise is
+``denoise.noise.low_dose_noise``, the fast image-domain stand-in, not the
+sinogram simulation that made the series).
 
 Reported per series: mean PSNR/SSIM (window -1000..1000 HU) over all slices
 of the noisy input, NLM, the bundled model, each adapted model and the
@@ -54,7 +56,7 @@ from pipelines import adapt, noise  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "ct"
 WINDOW = (-1000.0, 1000.0)
-ADAPT_METHODS = ("neighbours", "recorrupted")
+ADAPT_METHODS = ("neighbours", "measured", "recorrupted")
 SERIES = {"lidc-chest": "Philips D (sharp), LIDC chest", "rider-chest": "GE STANDARD (soft), RIDER chest"}
 # The ceiling trains as well as we know how: Adam peaking at 6e-4 with a cosine decay over the budget
 # (40 LIDC slices, 3 minutes: 44.76 dB, against 44.41 at a constant 1e-4, the previous ceiling's rate).
@@ -124,7 +126,8 @@ def bench_series(name: str, n_slices: int, minutes: float, i0: float, seed: int,
     for method in adapt_methods:
         t0 = time.perf_counter()
         result = adapt.run(work / name / "noisy", work / name / method, minutes=minutes, seed=seed,
-                           show_progress=False, dose_i0=i0 if method == "recorrupted" else None)
+                           show_progress=False, dose_i0=i0 if method == "recorrupted" else None,
+                           method="neighbours" if method == "neighbours" else "recorrupted")
         timing[method] = {"seconds": time.perf_counter() - t0, "epochs": result.epochs}
         log(f"{name}: adapted ({method}) in {timing[method]['seconds']:.0f} s ({result.epochs} epochs)")
         methods[f"adapted-{method}"] = Denoiser.load(result.model_path)
@@ -173,6 +176,18 @@ def keep(result: dict, old: dict, source: str, minutes: float) -> None:
             result["kept"].update({"from": old["kept"]["from"], "minutes": old["kept"].get("minutes", minutes)})
 
 
+def carry_series(results: dict, old: dict, source: str) -> None:
+    """Carry the series of ``old`` that this run did not measure over into ``results``, whole, marked
+    as kept from ``source`` (a run of one series then rewrites the file with the other as it was)."""
+    for name, series in old["series"].items():
+        if name not in results["series"]:
+            methods = [m for m in series["methods"] if m.startswith("adapted-")]
+            was = series.get("kept")
+            origin = source + (f" (which kept {', '.join(was['methods'])} from {was['from']})" if was else "")
+            results["series"][name] = {**series, "kept": {"methods": methods, "from": origin,
+                                                          "minutes": old["minutes"]}}
+
+
 def markdown(results: dict) -> str:
     """One table per series: each method's PSNR / SSIM, its difference to the bundled model, and
     for an adaptation its wall time."""
@@ -205,8 +220,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
     ap.add_argument("--keep", type=Path, help="a previous --json of the same slices, dose and seed: the "
-                                              "adaptations not run now are carried over from it, marked as such "
-                                              "with the budget they had")
+                                              "adaptations and series not run now are carried over from it, "
+                                              "marked as such with the budget they had")
     args = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"{SHARED}: the shared CT data is needed")
@@ -222,6 +237,8 @@ def main() -> None:
                 keep(results["series"][name], previous["series"][name], _source(args.keep), previous["minutes"])
             if args.json:  # after each series: a long run keeps what it measured
                 args.json.write_text(json.dumps(results, indent=2))
+    if previous:
+        carry_series(results, previous, _source(args.keep))
     print(markdown(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
