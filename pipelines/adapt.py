@@ -631,6 +631,9 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
             raise UsageError(str(exc)) from None
         if saved.adapt.series != picked.label:
             raise UsageError(f"{run_dir} adapted to another series; resume it on that one or choose another --out")
+        if isinstance(model_of_noise, MeasuredNoise) and saved.adapt.from_model != den.model_id:
+            # its pairs take the start model's output outside the body: the same start model, or not resumed
+            raise UsageError(f"{run_dir} started from {saved.adapt.from_model}; resume it with the same --from")
         den.model, state = resumed.model, resumed.state
         optimizer = Adam(den.model.parameters(), lr=saved.adapt.lr)
         if resumed.optimizer_state is not None:

@@ -471,3 +471,7 @@ def test_told_nothing_on_thick_slices_adapt_measures_the_series_noise(tmp_path):
     res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "m", "--epochs", 3, "--resume", "--quiet",
                  "--noise-sd", 5)
     assert res.exit_code == 2 and "was started with --method recorrupted" in res.output
+    # its pairs hold the start model's output outside the body: another start model is refused
+    res = invoke("adapt", tmp_path / "in", "--out", tmp_path / "m", "--epochs", 3, "--resume", "--quiet",
+                 "--from", tmp_path / "m")
+    assert res.exit_code == 2 and "resume it with the same --from" in res.output, res.output
