@@ -249,7 +249,7 @@ class RecorruptedPairs(NeighbourPairs):
         self.cfg = replace(cfg, swap=False)  # the input is always the recorrupted-up one
         self.noise, self.alpha, self.refresh = noise, float(alpha), float(refresh)
         self.outside = outside
-        self._bank: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._bank: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
         self.new_epoch()
 
     def new_epoch(self) -> None:
