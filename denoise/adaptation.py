@@ -264,19 +264,18 @@ class RecorruptedPairs(NeighbourPairs):
                 continue
             m = np.asarray(self.noise(y, self.rng), dtype=np.float32)
             body = ndimage.uniform_filter(y, size=MASK_BOX) > BODY_HU
-            target = None
+            kept = None
             if self.outside is not None:
-                inside = ndimage.binary_dilation(body_mask(y), iterations=BODY_MARGIN)
-                m = np.where(inside, m, np.float32(0.0))
-                target = np.where(inside, y - m / self.alpha, np.asarray(self.outside(y), np.float32))
-            self._bank.append((y, m, body, target))
+                m = np.where(ndimage.binary_dilation(body_mask(y), iterations=BODY_MARGIN), m, np.float32(0.0))
+                kept = np.asarray(self.outside(y), np.float32)
+            self._bank.append((y, m, body, kept))
         h, w = self._bank[0][0].shape
         if h < self.cfg.patch or w < self.cfg.patch:
             raise ValueError(f"slices of {h}x{w} are smaller than the {self.cfg.patch}px patches")
         self.a = np.stack([e[0] for e in self._bank])  # the noisy slices, HU
         self.m = np.stack([e[1] for e in self._bank])  # their noise realizations, HU
         self.body = np.stack([e[2] for e in self._bank])
-        self.target = np.stack([e[3] for e in self._bank]) if self.outside is not None else None
+        self.kept = np.stack([e[3] for e in self._bank]) if self.outside is not None else None  # outside(y)
 
     def batch(self, model) -> tuple[np.ndarray, np.ndarray]:
         """(network input (N, p, p, C), target (N, p, p, 2): recorrupted value, mask of ones). Each
@@ -286,9 +285,8 @@ class RecorruptedPairs(NeighbourPairs):
         y = self.a[idx]
         m = self.m[idx] * self.rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=n)[:, None, None]
         w = self.window
-        if self.target is None:
-            target = y - m / self.alpha
-        else:  # the sign flips the noise: y - m / alpha inside the body, outside(y) where m is 0
-            target = np.where(m != 0, y - m / self.alpha, self.target[idx])
+        target = y - m / self.alpha
+        if self.kept is not None:  # m is 0 outside the body only
+            target = np.where(m != 0, target, self.kept[idx])
         xs, ys = augment([w.clip(w.to_model(y + self.alpha * m)), w.clip(w.to_model(target))], self.rng)
         return blind_input(model, xs[..., None]), np.stack([ys, np.ones_like(ys)], axis=-1)

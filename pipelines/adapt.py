@@ -418,13 +418,6 @@ def _pick_told_nothing(root: Path, choice: str | None) -> tuple[Slices, str]:
     return pick_slices(root, choice, neighbours=False), MEASURED
 
 
-def _start_output(from_model) -> Callable[[np.ndarray], np.ndarray]:
-    """The start model, a frozen copy of one view, as a function of one slice: the measured noise's
-    recorrupted pairs take its output as the target outside the body, where that noise model does
-    not hold."""
-    return load_start_model(from_model)
-
-
 def measured_noise(series: Series) -> MeasuredNoise:
     """The series' own noise model (:func:`denoise.scanner_noise.measure_series`), or UsageError."""
     from denoise.scanner_noise import measure_series
@@ -604,6 +597,9 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
         picked = pick_slices(Path(series_dir), series, neighbours=method == METHOD)
     den = load_start_model(from_model)
     start_meta = copy.deepcopy(den.metadata)
+    # the measured noise's pairs take the start model's output as the target outside the body, where that
+    # noise model does not hold: a frozen copy, as training changes den's weights in place
+    frozen_start = copy.deepcopy(den) if method == MEASURED else None
     pcfg = pair_config or PairConfig(offsets=neighbour_offsets(picked.slice_spacing))
     if not asked and not resume:
         minutes = DEFAULT_MINUTES
@@ -631,7 +627,7 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
             raise UsageError(str(exc)) from None
         if saved.adapt.series != picked.label:
             raise UsageError(f"{run_dir} adapted to another series; resume it on that one or choose another --out")
-        if isinstance(model_of_noise, MeasuredNoise) and saved.adapt.from_model != den.model_id:
+        if frozen_start is not None and saved.adapt.from_model != den.model_id:
             # its pairs take the start model's output outside the body: the same start model, or not resumed
             raise UsageError(f"{run_dir} started from {saved.adapt.from_model}; resume it with the same --from")
         den.model, state = resumed.model, resumed.state
@@ -647,9 +643,8 @@ def run(series_dir, out, *, from_model=None, minutes: float | None = None, epoch
         val_pairs = _validation(n_slices, read, check_slices)
     else:
         noise = model_of_noise.realize(float(np.mean(picked.pixel_spacing)))
-        outside = _start_output(from_model) if isinstance(model_of_noise, MeasuredNoise) else None
         pairs = RecorruptedPairs(n_slices, read, noise, den.window, config.pairs, rng, alpha=model_of_noise.alpha,
-                                 refresh=REFRESH, outside=outside)
+                                 refresh=REFRESH, outside=frozen_start)
         val_pairs = _validation(n_slices, read, check_slices, noise, model_of_noise.alpha)
     shown = read(n_slices // 2)
     run_dir.mkdir(parents=True, exist_ok=True)
