@@ -443,16 +443,16 @@ def clean_input_effects(sets: dict[str, Group], denoiser: Denoiser) -> dict:
     out = {}
     for set_name, group in sets.items():
         out[set_name] = {}
+        # the places measured and the input's measures are the same at every strength
+        layouts = [quality.plan(case.hu, (case.spacing, case.spacing)) for case in group.cases]
+        inputs = [quality.measure(case.hu, layout) for case, layout in zip(group.cases, layouts, strict=True)]
         for name, value in STRENGTHS.items():
-            rows, pooled = [], ([], [])
-            for case in group.cases:
-                hu, spacing = case.hu, case.spacing
+            rows, outputs = [], []
+            for case, layout, measured in zip(group.cases, layouts, inputs, strict=True):
+                hu = case.hu
                 den = dataclasses.replace(denoiser, strength=value)(hu)
-                layout = quality.plan(hu, (spacing, spacing))
-                measured = quality.measure(hu, layout), quality.measure(den, layout)
-                pooled[0].append(measured[0])
-                pooled[1].append(measured[1])
-                before, after = measured[0].summary(), measured[1].summary()
+                outputs.append(quality.measure(den, layout))
+                before, after = measured.summary(), outputs[-1].summary()
                 body = layout.body if layout.body.any() else np.ones(hu.shape, bool)
                 rms = float(np.sqrt(np.mean((den - hu)[body] ** 2)))
                 nps = before.get("nps_mean_freq_mm"), after.get("nps_mean_freq_mm")
@@ -461,7 +461,8 @@ def clean_input_effects(sets: dict[str, Group], denoiser: Denoiser) -> dict:
                              else None,
                              **quality.change(before, after), **quality.residual(hu, den, layout)})
             out[set_name][name] = quality.mean_measurement(rows)
-            out[set_name][name]["noise_kept_by_band"] = band_kept(*(quality.Quality.pool(q) for q in pooled))
+            out[set_name][name]["noise_kept_by_band"] = band_kept(quality.Quality.pool(inputs),
+                                                                  quality.Quality.pool(outputs))
             worst = max((r["rms_change_hu"] / r["own_noise_sd_hu"] for r in rows
                          if r["own_noise_sd_hu"] and r["own_noise_sd_hu"] >= 1.0),  # noise-free synthetic: no ratio
                         default=None)
